@@ -1,0 +1,55 @@
+# kiu: the two commands a user needs are `make demo` and `make test`.
+# Everything else here is a building block of those two.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv tools lint typecheck contracts check unit-tests test \
+        cluster-up cluster-down cluster-status demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(STAMP) ## create .venv and install kiu with its dev tools
+
+tools: ## build the pinned control plane, kubectl and helm from Go modules (cached in hack/.cache)
+	hack/build.sh
+
+lint: venv ## ruff lint and format check
+	$(BIN)/ruff check operator tests hack bench
+	$(BIN)/ruff format --check operator tests hack bench
+
+typecheck: venv ## mypy (strict for kiu.policy, kiu.api, kiu.manifests)
+	$(BIN)/mypy
+
+contracts: venv ## import-linter layer contracts
+	$(BIN)/lint-imports
+
+check: lint typecheck contracts ## all static checks
+
+test: venv tools check ## everything: static checks, unit tests, and end-to-end tests on the local cluster
+	$(BIN)/pytest
+
+unit-tests: venv ## only the tests that need no cluster
+	$(BIN)/pytest -m 'not cluster'
+
+cluster-up: venv tools ## start the local control plane and node agent; prints KUBECONFIG=<path>
+	hack/cluster.sh up
+
+cluster-down: ## stop everything cluster-up started
+	hack/cluster.sh down
+
+cluster-status: ## show what is running
+	hack/cluster.sh status
+
+clean: cluster-down ## remove the virtual environment and local state (keeps the Go build cache)
+	rm -rf $(VENV) .kiu

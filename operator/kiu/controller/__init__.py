@@ -1,0 +1,1 @@
+"""kopf wiring: parse -> decide (policy) -> build (manifests) -> apply (k8s) -> status."""
