@@ -1,0 +1,72 @@
+"""`kiu unit`: serve one model of a Triton-layout repository on the cpu runtime.
+
+The flags and default ports are Triton's (8000 HTTP, 8001 gRPC, 8002
+metrics), so one pod template and one client configuration serve both runtimes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from pathlib import Path
+from types import ModuleType
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiu unit",
+        description="Serve one model of a Triton model repository over KServe v2 "
+        "(gRPC and HTTP) on the CPU, with onnxruntime.",
+    )
+    parser.add_argument(
+        "--model-repository", required=True, type=Path, help="the repository directory"
+    )
+    parser.add_argument("--model", required=True, help="the model to load and serve")
+    parser.add_argument("--host", default="0.0.0.0", help="listen address (default: %(default)s)")
+    parser.add_argument("--http-port", type=int, default=8000, help="default: %(default)s")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="default: %(default)s")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="default: %(default)s")
+    parser.add_argument(
+        "--grace-period",
+        type=float,
+        default=30.0,
+        help="seconds to finish requests in flight after SIGTERM (default: %(default)s)",
+    )
+    parser.add_argument("--log-level", default="INFO", help="default: %(default)s")
+    return parser
+
+
+def _server_module() -> ModuleType:
+    """Import `kiu.unit.server` with an empty command line: kserve parses sys.argv when
+    imported and would take `kiu unit`'s flags for its own."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        return importlib.import_module("kiu.unit.server")
+    finally:
+        sys.argv = argv
+
+
+def main(argv: list[str]) -> int:
+    """Run the unit until SIGTERM; returns the exit code (0 after a clean drain)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    server = _server_module()
+    for noisy in ("kserve.trace", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    code: int = asyncio.run(
+        server.serve(
+            model_repository=args.model_repository.resolve(),
+            model_name=args.model,
+            host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+            grace_period=args.grace_period,
+        )
+    )
+    return code
