@@ -1,0 +1,272 @@
+"""``kiu gateway``: parse options, wire the pieces, serve until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+from kiu.gateway import (
+    auth,
+    catalog,
+    dataplane,
+    directory,
+    metrics,
+    objects,
+    routing,
+    server,
+    sigv4,
+    upstream,
+)
+
+log = logging.getLogger("kiu.gateway")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kiu gateway",
+        description="Serve the compatible API, enforce each model's TPS, route to its units.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--directory",
+        metavar="FILE",
+        help="static models, units and keys (YAML/JSON), re-read on change",
+    )
+    source.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="watch ProjectVersions, EndpointSlices and Secrets",
+    )
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument(
+        "--port", type=int, default=8080, help="API, health and /metrics port (default 8080)"
+    )
+    k = p.add_argument_group("Kubernetes")
+    k.add_argument("--kubeconfig", help="kubeconfig file (default $KUBECONFIG, else in-cluster)")
+    k.add_argument(
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        metavar="NS",
+        help="watch ProjectVersions in NS (repeatable; default all)",
+    )
+    k.add_argument(
+        "--gateway-namespace",
+        default=os.environ.get("POD_NAMESPACE", "kiu-system"),
+        help="the gateway's own namespace (default $POD_NAMESPACE)",
+    )
+    k.add_argument(
+        "--gateway-service",
+        default="kiu-gateway",
+        help="the gateway's own Service: its ready endpoints share each TPS limit",
+    )
+    k.add_argument(
+        "--credentials-namespace",
+        help="namespace of the access-key Secrets (default: the gateway's)",
+    )
+    p.add_argument(
+        "--zone",
+        default=os.environ.get("KIU_ZONE"),
+        help="own zone (default $KIU_ZONE, else the zone label of the node $NODE_NAME)",
+    )
+    p.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="accept unsigned requests (never in production)",
+    )
+    s3 = p.add_argument_group("object storage (Image.S3Object)")
+    s3.add_argument("--s3-endpoint", help="S3-compatible endpoint URL")
+    s3.add_argument("--s3-region", default="us-east-1", help="signing region (default us-east-1)")
+    s3.add_argument(
+        "--s3-secret",
+        help="Secret (in the gateway's namespace) with accessKeyId and secretAccessKey",
+    )
+    t = p.add_argument_group("limits")
+    t.add_argument(
+        "--request-deadline",
+        type=float,
+        default=dataplane.DEFAULT_DEADLINE,
+        help="seconds a detect call may take end to end (default 30)",
+    )
+    t.add_argument(
+        "--max-body",
+        type=int,
+        default=server.DEFAULT_MAX_BODY,
+        help="largest request body in bytes (default 6 MiB)",
+    )
+    t.add_argument(
+        "--read-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to receive a request body (default 30)",
+    )
+    t.add_argument(
+        "--unit-concurrency",
+        type=int,
+        default=routing.DEFAULT_UNIT_CONCURRENCY,
+        help="requests in flight per unit (default 8)",
+    )
+    t.add_argument(
+        "--zone-slack",
+        type=int,
+        default=routing.DEFAULT_ZONE_SLACK,
+        help="in-flight requests a same-zone unit may carry beyond others before spilling (1)",
+    )
+    t.add_argument(
+        "--eject-seconds",
+        type=float,
+        default=routing.DEFAULT_EJECT_SECONDS,
+        help="seconds a unit that did not answer is avoided (default 5)",
+    )
+    t.add_argument(
+        "--burst-seconds",
+        type=float,
+        default=1.0,
+        help="token bucket depth in seconds of the TPS limit (default 1)",
+    )
+    t.add_argument(
+        "--max-skew",
+        type=float,
+        default=sigv4.DEFAULT_MAX_SKEW,
+        help="accepted clock difference of signed requests, seconds (default 300)",
+    )
+    g = p.add_argument_group("shutdown")
+    g.add_argument(
+        "--shutdown-delay",
+        type=float,
+        default=0.0,
+        help="seconds /readyz fails before the listener closes (default 0)",
+    )
+    g.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds requests in progress get to finish (default 30)",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--access-log", action="store_true", help="log one line per request (no headers, no bodies)"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parser().parse_args(argv)
+    logging.basicConfig(
+        level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return asyncio.run(_serve(options))
+    except directory.DirectoryError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+async def _serve(options: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    gateway, closing = await build(options)
+    try:
+        await gateway.start()
+        await stop.wait()
+        await gateway.stop()
+    finally:
+        for close in closing:
+            await close()
+    return 0
+
+
+Closer = Callable[[], Awaitable[None]]
+
+
+async def build(
+    options: argparse.Namespace,
+    *,
+    transport: upstream.Transport | None = None,
+    tokens: auth.TokenReviewer | None = None,
+) -> tuple[server.Gateway, list[Closer]]:
+    """Wire a gateway from parsed options; the second value lists what to close at exit.
+
+    ``transport`` and ``tokens`` replace the gRPC transport to units and the
+    Kubernetes token reviewer (tests).
+    """
+    closing: list[Closer] = []
+    meters = metrics.Metrics()
+    zone = options.zone or ""
+    source: catalog.Source
+    if options.kubernetes:
+        from kiu.gateway import kube  # only with --kubernetes: kiu.k8s is not loaded otherwise
+
+        connection = await kube.connect(kubeconfig=options.kubeconfig)
+        closing.append(connection.close)
+        zone = zone or await connection.own_zone()
+        source = connection.source(
+            namespaces=options.namespaces,
+            gateway_namespace=options.gateway_namespace,
+            gateway_service=options.gateway_service,
+            credentials_namespace=options.credentials_namespace or options.gateway_namespace,
+            s3_secret=options.s3_secret,
+        )
+        tokens = tokens or connection.tokens()
+    else:
+        static = directory.Directory(options.directory)
+        static.load()
+        source = static
+    units = transport or upstream.TritonTransport()
+    table = catalog.Catalog(
+        pools=lambda: routing.Pool(
+            transport=units,
+            zone=zone,
+            unit_concurrency=options.unit_concurrency,
+            eject_seconds=options.eject_seconds,
+            zone_slack=options.zone_slack,
+            failed=meters.unit_failed,
+        ),
+        meters=meters,
+        burst_seconds=options.burst_seconds,
+    )
+    store = None
+    if options.s3_endpoint:
+        store = objects.ObjectStore(
+            endpoint=options.s3_endpoint,
+            credentials=lambda: table.s3_credentials,
+            region=options.s3_region,
+        )
+    authenticator = auth.Authenticator(
+        keys=table.access_key,
+        tokens=tokens,
+        allow_anonymous=options.allow_anonymous,
+        max_skew=options.max_skew,
+    )
+    plane = dataplane.Dataplane(
+        catalog=table,
+        source=source,
+        authenticator=authenticator,
+        meters=meters,
+        objects=store,
+        deadline=options.request_deadline,
+    )
+    settings = server.Settings(
+        host=options.host,
+        port=options.port,
+        max_body=options.max_body,
+        read_timeout=options.read_timeout,
+        shutdown_delay=options.shutdown_delay,
+        shutdown_timeout=options.shutdown_timeout,
+        access_log=options.access_log,
+    )
+    gateway = server.Gateway(
+        plane=plane, source=source, meters=meters, settings=settings, objects=store
+    )
+    log.info(
+        "zone %r; %s",
+        zone,
+        "kubernetes" if options.kubernetes else f"directory {options.directory}",
+    )
+    return gateway, closing

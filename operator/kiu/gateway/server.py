@@ -1,0 +1,168 @@
+"""The HTTP server: routes, the cross-cutting middleware, start-up and graceful shutdown.
+
+Routes::
+
+    POST /                                                   AWS JSON 1.1 (awsjson)
+    POST /v1/namespaces/{namespace}/projectversions/{name}:detect   native REST (rest)
+    GET  /healthz    the process is alive
+    GET  /readyz     the catalog is loaded and the gateway is not shutting down
+    GET  /metrics    Prometheus text format (``?name[]=`` restricts it)
+
+Every response carries ``x-amzn-RequestId``. An exception that escapes a handler
+becomes InternalServerError (logged without the request body); an unknown path
+or method answers in the same error shape.
+
+Shutdown (:meth:`Gateway.stop`, on SIGTERM): ``/readyz`` turns 503 at once, so
+load balancers stop sending; after ``shutdown_delay`` the listening socket
+closes, idle connections are closed, requests in progress run to completion
+within ``shutdown_timeout`` (their responses carry ``Connection: close``);
+then channels to units and the source are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from kiu.gateway import awsjson, catalog, dataplane, errors, metrics, objects, rest, wire
+
+log = logging.getLogger(__name__)
+
+#: A 4 MB image in base64 is 5.6 MB; the rest of the JSON document is small.
+DEFAULT_MAX_BODY = 6 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    max_body: int = DEFAULT_MAX_BODY
+    read_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
+    shutdown_delay: float = 0.0
+    shutdown_timeout: float = 30.0
+    access_log: bool = False
+
+
+class Gateway:
+    """The gateway process: a source filling the catalog, and the HTTP server over it."""
+
+    def __init__(
+        self,
+        *,
+        plane: dataplane.Dataplane,
+        source: catalog.Source,
+        meters: metrics.Metrics,
+        settings: Settings,
+        objects: objects.ObjectStore | None = None,
+    ) -> None:
+        self.plane = plane
+        self.catalog = plane.catalog
+        self._source = source
+        self._metrics = meters
+        self._settings = settings
+        self._objects = objects
+        self._runner: web.AppRunner | None = None
+        self._source_task: asyncio.Task[None] | None = None
+        self.draining = False
+        self.port = settings.port
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self._settings.max_body, middlewares=[self._middleware]
+        )
+        timeout = self._settings.read_timeout
+        app.router.add_post("/", awsjson.Api(self.plane, read_timeout=timeout).handle)
+        app.router.add_post(rest.PATH, rest.Api(self.plane, read_timeout=timeout).handle)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics_handler)
+        return app
+
+    async def start(self, *, sync_timeout: float = 60.0) -> None:
+        """Fill the catalog, then listen."""
+        self._source_task = asyncio.create_task(self._run_source(), name="kiu-gateway-source")
+        async with asyncio.timeout(sync_timeout):
+            while not self.catalog.synced:
+                if self._source_task.done():
+                    self._source_task.result()
+                    raise RuntimeError("the source stopped before the catalog was filled")
+                await asyncio.sleep(0.05)
+        settings = self._settings
+        self._runner = web.AppRunner(
+            self.app(),
+            access_log=log if settings.access_log else None,
+            access_log_format='%a "%r" %s %b %Tf',
+            keepalive_timeout=settings.keepalive_timeout,
+            shutdown_timeout=settings.shutdown_timeout,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, settings.host, settings.port)
+        await site.start()
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = addresses[0][1]
+        log.info("gateway listening on %s:%s", settings.host, self.port)
+
+    async def stop(self) -> None:
+        """Graceful shutdown; no request already accepted is dropped."""
+        self.draining = True
+        log.info("shutting down: draining for %.1fs", self._settings.shutdown_delay)
+        if self._settings.shutdown_delay > 0:
+            await asyncio.sleep(self._settings.shutdown_delay)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._source_task is not None:
+            self._source_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._source_task
+        await self.catalog.close()
+        if self._objects is not None:
+            await self._objects.close()
+        log.info("gateway stopped")
+
+    async def _run_source(self) -> None:
+        await self._source.run(self.catalog)
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        gauge = self._metrics.http_in_flight
+        gauge.inc()
+        try:
+            response = await handler(request)
+        except web.HTTPNotFound:
+            response = wire.error_response(errors.UnknownPath())
+        except web.HTTPMethodNotAllowed:
+            response = wire.error_response(errors.MethodNotAllowed())
+        except web.HTTPException as exc:
+            response = wire.error_response(errors.InvalidParameter(exc.reason))
+        except Exception:
+            log.exception("unexpected error answering %s %s", request.method, request.path[:200])
+            response = wire.error_response(errors.InternalServerError())
+        finally:
+            gauge.dec()
+        response.headers[wire.REQUEST_ID] = str(uuid.uuid4())
+        return response
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.Response(status=503, text="shutting down\n")
+        if not self.catalog.synced:
+            return web.Response(status=503, text="catalog not loaded\n")
+        return web.Response(text="ok\n")
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        names = request.query.getall("name[]", None)
+        body = self._metrics.exposition(names)
+        return web.Response(
+            body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )

@@ -1,0 +1,241 @@
+"""Real processes on loopback for end-to-end tests: `kiu unit`, `kiu gateway`, moto.
+
+Every process started here is stopped by the fixture that started it, by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "triton-models"
+HOST = "127.0.0.1"
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], bool], *, timeout: float, what: str, process: Process | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.popen.poll() is not None:
+            raise AssertionError(f"{what}: the process exited early:\n{process.output()}")
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] = field(init=False)
+
+    def start(self) -> Process:
+        self._out = self.log.open("wb")
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, **self.env},
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def signal(self, signum: int) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signum)
+
+    def stop(self, *, timeout: float = 20.0) -> int:
+        if self.popen.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.popen.wait(timeout=10)
+        self._out.close()
+        return int(self.popen.returncode)
+
+
+@dataclass
+class Unit:
+    """A running `kiu unit`."""
+
+    model: str
+    zone: str
+    grpc_port: int
+    http_port: int
+    metrics_port: int
+    process: Process
+    host: str = HOST
+
+    def entry(self, *, ready: bool = True) -> dict[str, Any]:
+        return {"address": self.host, "grpcPort": self.grpc_port, "zone": self.zone, "ready": ready}
+
+
+def start_unit(model: str, zone: str, logs: Path, *, host: str = HOST) -> Unit:
+    grpc, http, metrics = free_port(host), free_port(host), free_port(host)
+    process = Process(
+        f"unit-{model}-{grpc}",
+        [
+            sys.executable,
+            "-m",
+            "kiu",
+            "unit",
+            "--model-repository",
+            str(MODELS),
+            "--model",
+            model,
+            "--host",
+            host,
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+            "--grace-period",
+            "2",
+            "--log-level",
+            "WARNING",
+        ],
+        logs / f"unit-{grpc}.log",
+    ).start()
+    return Unit(model, zone, grpc, http, metrics, process, host)
+
+
+def served(unit: Unit) -> int:
+    """Requests the unit answered successfully, from its own metrics."""
+    with urllib.request.urlopen(
+        f"http://{unit.host}:{unit.metrics_port}/metrics", timeout=5
+    ) as response:
+        text = response.read().decode()
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "kiu_unit_requests_total"
+            and sample.labels.get("outcome") == "success"
+        )
+    )
+
+
+def wait_ready(unit: Unit, *, timeout: float = 180.0) -> None:
+    wait_until(
+        lambda: http_ok(f"http://{unit.host}:{unit.http_port}/v2/models/{unit.model}/ready"),
+        timeout=timeout,
+        what=f"unit {unit.model} on {unit.grpc_port}",
+        process=unit.process,
+    )
+
+
+@contextlib.contextmanager
+def units(specs: list[tuple[str, str]], logs: Path, *, host: str = HOST) -> Iterator[list[Unit]]:
+    """Start units [(model, zone)] in parallel and wait until all are ready."""
+    started: list[Unit] = []
+    try:
+        for model, zone in specs:
+            started.append(start_unit(model, zone, logs, host=host))
+        for unit in started:
+            wait_ready(unit)
+        yield started
+    finally:
+        for unit in started:
+            unit.process.stop(timeout=10)
+
+
+@dataclass
+class Gateway:
+    port: int
+    process: Process
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+def start_gateway(directory: Path, logs: Path, *args: str, zone: str = "a") -> Gateway:
+    port = free_port()
+    process = Process(
+        f"gateway-{port}",
+        [
+            sys.executable,
+            "-m",
+            "kiu",
+            "gateway",
+            "--directory",
+            str(directory),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--zone",
+            zone,
+            *args,
+        ],
+        logs / f"gateway-{port}.log",
+    ).start()
+    gateway = Gateway(port, process)
+    wait_until(
+        lambda: http_ok(f"{gateway.url}/readyz"), timeout=60, what="the gateway", process=process
+    )
+    return gateway
+
+
+def metrics(gw: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A gateway's metrics: (sample name, sorted labels) -> value."""
+    with urllib.request.urlopen(f"{gw.url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@contextlib.contextmanager
+def gateway(directory: Path, logs: Path, *args: str, zone: str = "a") -> Iterator[Gateway]:
+    started = start_gateway(directory, logs, *args, zone=zone)
+    try:
+        yield started
+    finally:
+        started.process.stop()

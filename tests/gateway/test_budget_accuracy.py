@@ -1,0 +1,108 @@
+"""TPS enforcement measured: an offered load of twice the limit, one and two replicas.
+
+The bucket starts full (one second of the limit) and then admits at the limit,
+so over T seconds a replica admits about ``limit x T + limit``. The figures each
+run measures are printed (``pytest -s``) and kept in docs/gateway.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kiu.imaging import scenes
+
+from . import load, processes
+from .conftest import arn, directory, version, write
+
+LIMIT = 10.0  # tps per unit x 1 unit
+SECONDS = 10.0
+THROTTLED = "ProvisionedThroughputExceededException"
+
+
+@pytest.fixture(scope="module")
+def budget_directory(
+    real_units: dict[str, list[processes.Unit]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    logs = tmp_path_factory.mktemp("budget")
+    unit = real_units["classifier"][0]
+    single = logs / "single.yaml"
+    content = directory([version("metered", units=[], tps=LIMIT)])
+    content["projectVersions"][0]["units"] = [unit.entry()]
+    write(single, content)
+    shared = logs / "shared.yaml"
+    write(shared, {**content, "replicas": 2})
+    return single, shared
+
+
+def admitted_rate(results: list[load.Result]) -> tuple[int, float, float]:
+    """Admitted calls in all, the admission rate after the first second's burst, and
+    the window the calls were actually sent over (a busy client sends late)."""
+    admitted = [r for r in results if r.error == ""]
+    window = results[-1].sent - results[0].sent
+    steady = [r for r in admitted if r.sent >= 1.0]
+    return len(admitted), len(steady) / (window - 1.0), window
+
+
+async def test_one_replica_admits_the_limit_under_twice_the_load(
+    budget_directory: tuple[Path, Path], tmp_path: Path
+) -> None:
+    image = next(scenes.scenes("classification", seed=8, count=1)).image
+    with processes.gateway(budget_directory[0], tmp_path) as gw:
+        results = await load.offer(
+            [(gw.url, 2 * LIMIT)], arn=arn("metered"), image=image, seconds=SECONDS
+        )
+        server = processes.metrics(gw)
+    counts = load.tally(results)
+    assert set(counts) <= {"ok", THROTTLED}, counts
+    total, steady, window = admitted_rate(results)
+    expected = LIMIT * window + LIMIT  # the limit over the run, plus the initial burst
+    throttled = sorted(r.latency for r in results if r.error == THROTTLED)
+    key = (("operation", "DetectCustomLabels"), ("outcome", "throttled"))
+    decided = (
+        server["kiu_gateway_request_duration_seconds_sum", key]
+        / server["kiu_gateway_request_duration_seconds_count", key]
+    )
+    print(
+        f"\none replica, limit {LIMIT}/s, offered {2 * LIMIT}/s for {SECONDS:.0f}s: "
+        f"admitted {total} (expected {expected:.0f}), steady {steady:.2f}/s; "
+        f"throttled answers p50 {1000 * throttled[len(throttled) // 2]:.2f} ms, "
+        f"p99 {1000 * throttled[int(len(throttled) * 0.99)]:.2f} ms at the client, "
+        f"{1000 * decided:.3f} ms mean inside the gateway"
+    )
+    assert abs(total - expected) <= 0.05 * expected
+    assert abs(steady - LIMIT) <= 0.1 * LIMIT
+    assert decided < 0.005
+
+
+@pytest.mark.parametrize(("share_a", "share_b"), [(0.5, 0.5), (0.8, 0.2)], ids=["even", "skewed"])
+async def test_two_replicas_share_the_limit(
+    budget_directory: tuple[Path, Path], tmp_path: Path, share_a: float, share_b: float
+) -> None:
+    image = next(scenes.scenes("classification", seed=8, count=1)).image
+    offered = 2 * LIMIT
+    with (
+        processes.gateway(budget_directory[1], tmp_path) as a,
+        processes.gateway(budget_directory[1], tmp_path) as b,
+    ):
+        results = await load.offer(
+            [(a.url, offered * share_a), (b.url, offered * share_b)],
+            arn=arn("metered"),
+            image=image,
+            seconds=SECONDS,
+        )
+    counts = load.tally(results)
+    assert set(counts) <= {"ok", THROTTLED}, counts
+    total, steady, window = admitted_rate(results)
+    # each replica admits min(its offered rate, limit / 2), plus its half-size initial
+    # burst if it is offered more than that
+    rates = [offered * share for share in (share_a, share_b)]
+    expected = sum(min(r, LIMIT / 2) * window + (LIMIT / 2 if r > LIMIT / 2 else 0) for r in rates)
+    print(
+        f"\ntwo replicas, split {share_a:.0%}/{share_b:.0%} of {offered}/s, limit {LIMIT}/s: "
+        f"admitted {total} (expected {expected:.0f}), steady {steady:.2f}/s "
+        f"= {steady / LIMIT:.0%} of the limit"
+    )
+    assert abs(total - expected) <= 0.05 * expected
+    assert steady <= LIMIT * 1.05
