@@ -53,3 +53,16 @@ cluster-status: ## show what is running
 
 clean: cluster-down ## remove the virtual environment and local state (keeps the Go build cache)
 	rm -rf $(VENV) .kiu
+
+.PHONY: demo-down
+
+demo: venv tools ## the main job: local cluster, kiu installed with its chart, a model scaling under load, a plot
+	hack/cluster.sh up
+	$(BIN)/python hack/demo.py
+
+demo-down: ## uninstall the demo's kiu release and stop the local cluster
+	-test -f .kiu/kubeconfig && KUBECONFIG=.kiu/kubeconfig hack/.cache/bin/helm uninstall kiu \
+		--namespace kiu-system --wait --timeout 60s
+	-test -f .kiu/kubeconfig && KUBECONFIG=.kiu/kubeconfig hack/.cache/bin/kubectl delete \
+		namespace demo --ignore-not-found --wait=false
+	hack/cluster.sh down

@@ -146,7 +146,7 @@ def unit_pod_template(
         "args": args,
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP", "appProtocol": "grpc"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         "startupProbe": _probe(_READY_PATH, period=5, failures=120),  # up to 10 min to load
