@@ -66,3 +66,23 @@ demo-down: ## uninstall the demo's kiu release and stop the local cluster
 	-test -f .kiu/kubeconfig && KUBECONFIG=.kiu/kubeconfig hack/.cache/bin/kubectl delete \
 		namespace demo --ignore-not-found --wait=false
 	hack/cluster.sh down
+
+.PHONY: bench bench-gateway bench-tps bench-autoscaler bench-e2e bench-operator
+
+bench: venv tools ## every benchmark, then bench/README.md from bench/results/*.json (under 20 min)
+	$(BIN)/python -m bench.run
+
+bench-gateway: venv ## gateway overhead against a unit called directly (loopback processes)
+	$(BIN)/python -m bench.run gateway
+
+bench-tps: venv ## admitted rate against the TPS limit, one and two gateway replicas
+	$(BIN)/python -m bench.run tps
+
+bench-autoscaler: venv ## replay of kiu.policy.scaling against static fleets and an HPA-like rule
+	$(BIN)/python -m bench.run autoscaler
+
+bench-e2e: venv tools ## step load through the chart-installed gateway on the local cluster
+	$(BIN)/python -m bench.run e2e
+
+bench-operator: venv tools ## 200 and 1000 ProjectVersions on simulated nodes of the local cluster
+	$(BIN)/python -m bench.run operator
