@@ -720,6 +720,7 @@ class PodWorker:
                     src.mkdir(parents=True)
             ro = bool(m.get("readOnly")) or m["name"] in ro_vols
             mounts.append({"src": str(src), "dst": m["mountPath"], "readOnly": ro})
+        mounts += self._host_paths_kept(mounts)
         launch = {
             "hostname": self.name[:63],
             "mounts": mounts,
@@ -728,6 +729,24 @@ class PodWorker:
         path = self.dir / f"launch-{spec['name']}.json"
         path.write_text(json.dumps(launch, indent=1))
         return path
+
+    def _host_paths_kept(self, mounts: list[Obj]) -> list[Obj]:
+        """Bind the host's programs back over volumes that would hide them.
+
+        Containers here run host programs: an emptyDir at /tmp must not hide a
+        checkout (and its virtualenv) that happens to live under /tmp.
+        """
+        needed = {config.REPO, Path(sys.prefix), Path(sys.base_prefix)}
+        needed |= {Path(p) for p in self.rt.path.split(":") if p.startswith("/")}
+        kept = []
+        for host in sorted(str(p) for p in needed if p.exists()):
+            hidden = any(
+                host == m["dst"].rstrip("/") or host.startswith(m["dst"].rstrip("/") + "/")
+                for m in mounts
+            )
+            if hidden:
+                kept.append({"src": host, "dst": host, "readOnly": True})
+        return kept
 
     def log_path(self, container: str, restart: int) -> Path:
         return self.dir / "logs" / container / f"{restart}.log"
