@@ -1,4 +1,4 @@
-"""Autoscaler replay: `kiu.policy.scaling` over demand traces, against two baselines.
+"""Autoscaler replay: `kiu.policy.scaling` over demand traces, against static fleets and an HPA.
 
 Deterministic (seeded traces, no clock, no I/O): the same code and settings give
 the same figures on any machine. Time advances in one-second steps:
@@ -16,6 +16,8 @@ Scalers compared on every trace, in the same run:
 
 * ``kiu``: `scaling.recommend` with its defaults, at the operator's evaluation
   period (`kiu.controller.config.Config`), and again at 15 s (the HPA's period);
+  ``kiu-<period>s-rate1m`` sees demand averaged over the last minute, as the
+  operator's `--prometheus-url` mode gets it from ``rate(...[1m])``;
 * ``static-peak``: what a user of the reference service provisions,
   ``ceil(peak / tps)`` units, where peak is the highest one-minute mean demand;
 * ``static-peak-70``: a static fleet with kiu's 70 % headroom,

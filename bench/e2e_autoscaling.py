@@ -48,7 +48,7 @@ MIN_UNITS, MAX_UNITS = 1, 4
 EVALUATION_PERIOD = 5.0  # the chart's default (operator.evaluationPeriod)
 SCALE_DOWN_DELAY = 30  # shortened from 300 s so the run fits the benchmark budget
 # (name, seconds, calls per second): below one unit's TPS, three units' worth, back.
-PHASES = (("low", 40.0, 3.0), ("high", 120.0, 15.0), ("low again", 90.0, 3.0))
+PHASES = (("low", 30.0, 3.0), ("high", 90.0, 15.0), ("low again", 60.0, 3.0))
 
 
 def values(namespace: str) -> dict[str, Any]:

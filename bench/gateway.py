@@ -160,6 +160,7 @@ async def closed_section(
             row: dict[str, Any] = {}
             for mode in order:
                 gw_cpu, unit_cpu = common.cpu_seconds(gw_pid), common.cpu_seconds(unit_pid)
+                own = time.process_time()
                 samples, window = await loadgen.closed_loop(
                     clients.calls[mode], concurrency=concurrency, seconds=seconds
                 )
@@ -172,6 +173,9 @@ async def closed_section(
                 s["unit_cpu_ms_per_call"] = (
                     round(1000 * (common.cpu_seconds(unit_pid) - unit_cpu) / ok, 3) if ok else None
                 )
+                s["load_generator_cpu_ms_per_call"] = (
+                    round(1000 * (time.process_time() - own) / ok, 3) if ok else None
+                )
                 row[mode] = s
             for mode in ("awsjson", "rest"):
                 row[f"{mode}_ratio"] = _ratio(row[mode]["rate_per_s"], row["direct"]["rate_per_s"])
@@ -180,8 +184,14 @@ async def closed_section(
             per_round.append(row)
         summary: dict[str, Any] = {"rounds": per_round}
         for mode in MODES:
-            for key in ("rate_per_s", "p50_ms", "p99_ms", "unit_cpu_ms_per_call"):
-                summary[f"{mode}_{key}"] = _median([r[mode][key] for r in per_round])
+            for key in (
+                "rate_per_s",
+                "p50_ms",
+                "p99_ms",
+                "unit_cpu_ms_per_call",
+                "load_generator_cpu_ms_per_call",
+            ):
+                summary[f"{mode}_{key}"] = _median([r[mode].get(key) for r in per_round])
         for mode in ("awsjson", "rest"):
             for key in ("ratio", "added_p50_ms", "added_p99_ms"):
                 summary[f"{mode}_{key}"] = _median([r[f"{mode}_{key}"] for r in per_round])
@@ -343,7 +353,7 @@ def _diff(a: float | None, b: float | None) -> float | None:
 
 def run(*, quick: bool = False) -> dict[str, Any]:
     started = common.machine()
-    seconds, rounds = (2.0, 1) if quick else (4.0, 2)
+    seconds, rounds = (2.0, 1) if quick else (3.0, 2)
     with tempfile.TemporaryDirectory(prefix="kiu-bench-gateway-") as tmp:
         logs = Path(tmp)
         common.log("gateway: starting a unit, a trivial unit and a gateway")
@@ -495,8 +505,9 @@ def summary(result: dict[str, Any]) -> str:
         "",
         "| cores | concurrency | direct calls/s | AWS JSON calls/s (ratio) | REST calls/s "
         "(ratio) | direct p50 / p99 ms | added p50 / p99 ms, AWS JSON | added p50 / p99 ms, "
-        "REST | gateway CPU ms/call (AWS JSON, REST) | unit CPU ms/call |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "REST | gateway CPU ms/call (AWS JSON, REST) | unit CPU ms/call "
+        "| load generator CPU ms/call (direct, AWS JSON) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for section, label in (("closed_loop", "shared"), ("closed_loop_pinned", "pinned")):
         for c, v in f.get(section, {}).items():
@@ -510,7 +521,9 @@ def summary(result: dict[str, Any]) -> str:
                 f"| {common.fmt(v['rest_added_p50_ms'])} / {common.fmt(v['rest_added_p99_ms'])} "
                 f"| {common.fmt(v['awsjson_gateway_cpu_ms_per_call'])}, "
                 f"{common.fmt(v['rest_gateway_cpu_ms_per_call'])} "
-                f"| {common.fmt(v['direct_unit_cpu_ms_per_call'])} |"
+                f"| {common.fmt(v['direct_unit_cpu_ms_per_call'])} "
+                f"| {common.fmt(v.get('direct_load_generator_cpu_ms_per_call'))}, "
+                f"{common.fmt(v.get('awsjson_load_generator_cpu_ms_per_call'))} |"
             )
     lines += [
         "",
@@ -586,21 +599,23 @@ def summary(result: dict[str, Any]) -> str:
                 f"its own (other pods, other nodes) that share of the CPU is not taken from the "
                 f"unit."
             )
-    pinned = f.get("closed_loop_pinned", {}).get("1")
+    pinned = f.get("closed_loop_pinned", {}).get(str(max(CONCURRENCIES)))
     if pinned:
-        cpu = common.fmt(pinned["awsjson_gateway_cpu_ms_per_call"])
-        higher = ", ".join(
-            f"{c}: {common.fmt(v['awsjson_ratio'])}"
-            for c, v in f["closed_loop_pinned"].items()
-            if c != "1"
-        )
-        lines.append(
-            f"- Pinned, concurrency 1: the gateway ({cpu} ms CPU per call) and the load "
-            f"generator share one core, in series with every call, so the added p50 is "
-            f"{common.fmt(pinned['awsjson_added_p50_ms'])} ms there against "
-            f"{common.fmt(f['closed_loop']['1']['awsjson_added_p50_ms'])} ms when they may "
-            f"use both cores. Pinned ratios at higher concurrency: {higher}."
-        )
+        gw_cpu = pinned["awsjson_gateway_cpu_ms_per_call"]
+        client = pinned.get("awsjson_load_generator_cpu_ms_per_call")
+        client_direct = pinned.get("direct_load_generator_cpu_ms_per_call")
+        unit = pinned["direct_unit_cpu_ms_per_call"]
+        if gw_cpu and client and client_direct and unit:
+            lines.append(
+                f"- Pinned, concurrency {max(CONCURRENCIES)}: the unit's core spends "
+                f"{unit:.1f} ms per call; the other core carries the load generator "
+                f"({client_direct:.1f} ms per direct call, {client:.1f} ms per AWS JSON "
+                f"call) and, through the gateway, the gateway too ({gw_cpu:.1f} ms), and "
+                f"both cores also run whatever else this machine runs. Whichever core "
+                f"saturates first sets the rate: ratio "
+                f"{common.fmt(pinned['awsjson_ratio'])} (AWS JSON), "
+                f"{common.fmt(pinned['rest_ratio'])} (REST)."
+            )
     added = _diff(t["awsjson_p50_ms"], t["healthz_p50_ms"])
     lines.append(
         f"- A throttled call is answered at the client in {common.fmt(t['awsjson_p50_ms'])} ms "

@@ -48,6 +48,12 @@ GROUP, VERSION, PLURAL = "kiu.dev", "v1alpha1", "projectversions"
 SIZES = tuple(int(n) for n in os.environ.get("KIU_BENCH_OPERATOR_SIZES", "200,1000").split(","))
 IDLE_SECONDS = 20.0
 SETTLE_SECONDS = 10.0
+# The plain-Deployment baseline takes as long as the operator's run; by default it runs
+# at the first size only, so that `make bench` stays under 20 minutes on 2 cores
+# (KIU_BENCH_OPERATOR_BASELINE_SIZES=200,1000 runs it at both).
+BASELINE_SIZES = tuple(
+    int(n) for n in os.environ.get("KIU_BENCH_OPERATOR_BASELINE_SIZES", "").split(",") if n
+)
 REST_SECONDS = 60.0  # one billing period: every running version writes its ledger once
 CREATE_WORKERS = 16
 SIM_TOLERATION = {
@@ -356,6 +362,7 @@ def measure_size(
     requests: Requests,
     logs: Path,
     last: bool,
+    baseline: bool,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"projectversions": n}
     timeout = 300.0 + 0.6 * n
@@ -403,8 +410,14 @@ def measure_size(
     finally:
         process.stop(timeout=30)
     common.log(f"operator: {n}: deleting the ProjectVersions")
+    if last and not baseline:  # nothing is measured after it: deleted in the background
+        cluster.delete_namespace(namespace)
+        return out
     drop_namespace(cluster, namespace)
+    if not baseline:
+        return out
     # The control plane alone: the same number of plain Deployments.
+    phase_start = time.monotonic()
     namespace = fresh_namespace(cluster, f"kiu-bench-plain-{suffix}-{n}", suffix)
     common.log(f"operator: {n}: baseline, {n} plain Deployments")
     created_at = time.monotonic()
@@ -421,7 +434,22 @@ def measure_size(
         cluster.delete_namespace(namespace)
     else:
         drop_namespace(cluster, namespace)
+    out["baseline_phase_s"] = round(time.monotonic() - phase_start, 1)
     return out
+
+
+def default_duration_s(result: dict[str, Any]) -> float | None:
+    """How long the run would have taken with the baseline at the first size only."""
+    duration = result.get("duration_s")
+    sizes = result["settings"]["sizes"]
+    if duration is None:
+        return None
+    extra = sum(
+        result["figures"][str(n)].get("baseline_phase_s") or 0.0
+        for n in sizes[1:]
+        if n in result["settings"].get("baseline_sizes", [])
+    )
+    return float(duration) - extra
 
 
 def _rss(pid: int) -> float:
@@ -435,6 +463,7 @@ def _rss(pid: int) -> float:
 def run(*, quick: bool = False) -> dict[str, Any] | None:
     started = common.machine()
     sizes = (20, 100) if quick else SIZES
+    baseline_sizes = BASELINE_SIZES or sizes[:1]
     cluster, we_started = start_cluster()
     suffix = uuid.uuid4().hex[:5]
     home = f"kiu-bench-op-{suffix}"
@@ -465,7 +494,7 @@ def run(*, quick: bool = False) -> dict[str, Any] | None:
             for n in sizes:
                 figures[str(n)] = measure_size(
                     cluster, n, suffix=suffix, kubeconfig=kubeconfig, requests=requests,
-                    logs=Path(tmp), last=n == sizes[-1],
+                    logs=Path(tmp), last=n == sizes[-1], baseline=n in baseline_sizes,
                 )  # fmt: skip
     finally:
         common.log("operator: cleaning up")
@@ -483,7 +512,7 @@ def run(*, quick: bool = False) -> dict[str, Any] | None:
         "size_ratio": sizes[-1] / sizes[0],
         "all_running_s": _ratio(large["all_running_s"], small["all_running_s"]),
         "baseline_all_available_s": _ratio(
-            large["baseline_all_available_s"], small["baseline_all_available_s"]
+            large.get("baseline_all_available_s"), small.get("baseline_all_available_s")
         ),
         "peak_rss_mib": _ratio(large["peak_rss_mib"], small["peak_rss_mib"]),
         "peak_rss_above_idle_mib": _ratio(
@@ -497,7 +526,7 @@ def run(*, quick: bool = False) -> dict[str, Any] | None:
     for n, f in figures.items():
         per_pv = (f["peak_rss_mib"] - f["idle_rss_mib"]) * 1024 / int(n)
         f["peak_rss_per_pv_kib"] = round(per_pv, 1)
-        if f["all_running_s"] and f["baseline_all_available_s"]:
+        if f["all_running_s"] and f.get("baseline_all_available_s"):
             f["running_vs_baseline"] = round(f["all_running_s"] / f["baseline_all_available_s"], 2)
     result = {
         "name": NAME,
@@ -508,6 +537,7 @@ def run(*, quick: bool = False) -> dict[str, Any] | None:
             "rest_seconds": REST_SECONDS,
             "settle_seconds": SETTLE_SECONDS,
             "create_workers": CREATE_WORKERS,
+            "baseline_sizes": list(baseline_sizes),
             "projectversion": "1 unit (min 1, no max), cpu runtime, zones round robin",
             "operator": "host process, --standalone, one namespace, default evaluation "
             "period and billing period, no gateway (demand unknown)",
@@ -536,15 +566,16 @@ def plot(result: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     fig, (progress, bars) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for n, f in result["figures"].items():
+    for n, f in sorted(result["figures"].items(), key=lambda kv: int(kv[0])):
         t, c = zip(*f["running_progress"], strict=True) if f["running_progress"] else ((), ())
         progress.plot(t, c, label=f"{n} ProjectVersions RUNNING")
-        t, c = zip(*f["baseline_progress"], strict=True) if f["baseline_progress"] else ((), ())
-        progress.plot(t, c, ls="--", label=f"{n} plain Deployments available (baseline)")
+        if f.get("baseline_progress"):
+            t, c = zip(*f["baseline_progress"], strict=True)
+            progress.plot(t, c, ls="--", label=f"{n} plain Deployments available (baseline)")
     progress.set_xlabel("seconds since the first create", fontsize=8)
     progress.set_ylabel("objects", fontsize=8)
     progress.legend(fontsize=7)
-    sizes = list(result["figures"])
+    sizes = sorted(result["figures"], key=int)
     x = range(len(sizes))
     bars.bar([i - 0.2 for i in x], [result["figures"][n]["idle_rss_mib"] for n in sizes], 0.4,
              label="RSS idle, no ProjectVersion (MiB)")  # fmt: skip
@@ -565,7 +596,9 @@ def summary(result: dict[str, Any]) -> str:
         f"node. Requests are counted by the API server (FlowSchema of the operator's account). "
         f"Baselines in the same run: the operator idle with no ProjectVersion "
         f"({st['idle_seconds']:g} s), and the same number of plain Deployments brought to "
-        f"available by the control plane alone. At rest = {st['rest_seconds']:g} s after "
+        f"available by the control plane alone (at "
+        f"{', '.join(map(str, st.get('baseline_sizes', st['sizes'])))} ProjectVersions). "
+        f"At rest = {st['rest_seconds']:g} s after "
         f"everything was RUNNING (+{st['settle_seconds']:g} s to settle).",
         "",
         "| ProjectVersions | created in (s) | all RUNNING after (s) | plain Deployments "
@@ -574,10 +607,10 @@ def summary(result: dict[str, Any]) -> str:
         "| per PV per min (above idle) | CPU at rest (cores) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for n, f in result["figures"].items():
+    for n, f in sorted(result["figures"].items(), key=lambda kv: int(kv[0])):
         lines.append(
             f"| {n} | {f['create_s']} | {common.fmt(f['all_running_s'], 1)} "
-            f"({f['running_at_end']} RUNNING) | {common.fmt(f['baseline_all_available_s'], 1)} "
+            f"({f['running_at_end']} RUNNING) | {common.fmt(f.get('baseline_all_available_s'), 1)} "
             f"| {common.fmt(f.get('running_vs_baseline'))} | {f['operator_cpu_s_to_running']} "
             f"| {f['idle_rss_mib']} | {f['peak_rss_mib']} ({f['peak_rss_per_pv_kib']}) "
             f"| {f['idle_requests_per_minute']} | {f['rest_requests_per_minute']} "

@@ -95,6 +95,16 @@ def render() -> str:
             f"Wall-clock time of the last runs (minutes): {parts}; "
             f"{total / 60:.1f} in all" + (f" ({missing} not run)." if missing else "."),
         ]
+        operator = results.get("bench.operator_scale")
+        module = modules["bench.operator_scale"]
+        estimate = module.default_duration_s(operator) if operator else None
+        if operator and estimate is not None and estimate < operator["duration_s"] - 1:
+            lines.append(
+                f"The last operator run also measured the plain-Deployment baseline at "
+                f"every size; `make bench` measures it at the first size only (about "
+                f"{estimate / 60:.1f} min for that benchmark, "
+                f"{(total - operator['duration_s'] + estimate) / 60:.1f} min in all)."
+            )
     lines.append("")
     for module_name, title, target in SECTIONS:
         module = modules[module_name]

@@ -158,7 +158,7 @@ async def scenario(gws: list[processes.Gateway], image: bytes, *, seconds: float
 
 def run(*, quick: bool = False) -> dict[str, Any]:
     started = common.machine()
-    seconds = 4.0 if quick else 10.0
+    seconds = 4.0 if quick else 8.0
     image = next(scenes.scenes("classification", seed=8, count=1)).image
     figures: dict[str, Any] = {}
     with (

@@ -90,6 +90,21 @@ def get(cluster: Any, namespace: str, kind: str, name: str) -> dict[str, Any]:
     return json.loads(cluster.kubectl("get", "-n", namespace, kind, name, "-o", "json").stdout)
 
 
+def set_status(cluster: Any, namespace: str, name: str, value: str) -> None:
+    """Play the operator's part: write the status value a gateway reports."""
+    cluster.kubectl(
+        "patch",
+        "-n",
+        namespace,
+        "projectversions.kiu.dev",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"status": value}}),
+    )
+
+
 async def eventually(check: Any, *, within: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + within
     while True:
@@ -225,17 +240,7 @@ async def test_gateway_follows_the_cluster(
         spec = get(cluster, namespace, "projectversions.kiu.dev", "shoes-v3")["spec"]
         assert spec["state"] == "Stopped"
         await eventually(lambda: entry.spec.state == "Stopped")
-        cluster.kubectl(
-            "patch",
-            "-n",
-            namespace,
-            "projectversions.kiu.dev",
-            "shoes-v3",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps({"status": {"status": "STOPPED"}}),
-        )
+        set_status(cluster, namespace, "shoes-v3", "STOPPED")
         await eventually(lambda: entry.spec.status == "STOPPED")
         started = await asyncio.to_thread(
             client.start_project_version,
@@ -250,17 +255,7 @@ async def test_gateway_follows_the_cluster(
             2,
             3,
         )
-        cluster.kubectl(
-            "patch",
-            "-n",
-            namespace,
-            "projectversions.kiu.dev",
-            "shoes-v3",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps({"status": {"status": "RUNNING"}}),
-        )
+        set_status(cluster, namespace, "shoes-v3", "RUNNING")
         await eventually(lambda: entry.spec.status == "RUNNING")
 
         # bearer tokens: TokenReview, then SubjectAccessReview for verb invoke
