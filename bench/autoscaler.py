@@ -156,7 +156,8 @@ def diurnal_sine() -> Trace:
     return Trace(
         "diurnal-sine",
         "two days of a sinusoid between 0 and 60 TPS, exact rates (the trace of "
-        "docs/scaling.md; mean = 50 % of peak, the least favourable diurnal shape)",
+        "docs/scaling.md; mean = 50 % of peak: a wide daily peak, less favourable to "
+        "autoscaling than office hours)",
         rate,
         rate.copy(),
     )
@@ -347,11 +348,17 @@ class Run:
     throttled_per_second: np.ndarray | None = None
 
 
-def simulate(trace: Trace, scaler: Scaler, *, startup: int = STARTUP) -> Run:
+def simulate(
+    trace: Trace, scaler: Scaler, *, startup: int = STARTUP, initial: int | None = None
+) -> Run:
+    """Replay `trace` through `scaler`. Without `initial`, the scaler starts at the units
+    it would have for the first five minutes' demand (no start-up transient)."""
     offered = trace.offered
     n = trace.seconds
     run = Run()
-    desired = in_service = scaler.initial(float(offered[:300].mean()))
+    if initial is None:
+        initial = scaler.initial(float(offered[:300].mean()))
+    desired = in_service = initial
     pending: list[list[int]] = []  # [ready_at, count], oldest first
     served = np.zeros(n)
     in_service_series = np.zeros(n, dtype=np.int32)

@@ -222,7 +222,8 @@ def replay(samples: list[loadgen.Sample], startup: float | None) -> dict[str, An
     )
     scaler = autoscaler.Kiu("kiu", int(EVALUATION_PERIOD), policy=policy)
     delay = max(1, round(startup)) if startup is not None else autoscaler.STARTUP
-    run = autoscaler.simulate(trace, scaler, startup=delay)
+    # The run starts as the cluster did: the minimum in service, nothing in the history.
+    run = autoscaler.simulate(trace, scaler, startup=delay, initial=MIN_UNITS)
     step_up = int(PHASES[0][1])
     step_down = int(PHASES[0][1] + PHASES[1][1])
     ups = [d for d in run.decisions if d[0] >= step_up and d[2] > d[1]]
@@ -459,6 +460,16 @@ def summary(result: dict[str, Any]) -> str:
         f"| step down: to the first change of in-service units (s) | "
         f"{common.fmt(m['down_in_service_change_s'], 1)} | - |",
         f"| calls failed other than throttled | {m['errors']} | - |",
+    ]
+    per = result["series"]["per_second"]
+    step = int(st["phases"][0]["seconds"])
+    early = [(i, n) for i, n in enumerate(per["throttled"][:step]) if n]
+    if early:
+        lines.append(
+            f"| throttled before the step, by second: "
+            f"{', '.join(f'{n} in second {i}' for i, n in early)} | | |"
+        )
+    lines += [
         "",
         f"A unit here starts in {common.fmt(m['unit_start_s'], 0)} s (pods are local "
         f"processes: no node to provision, no image to pull); the replay of section 3 "

@@ -627,4 +627,28 @@ def summary(result: dict[str, Any]) -> str:
         f"), requests per ProjectVersion per minute at rest "
         f"x{common.fmt(g['rest_requests_per_pv_per_minute'])}.",
     ]
-    return "\n".join(lines)
+    largest = result["figures"][str(st["sizes"][-1])]
+    idle = largest["idle_requests_per_minute"]
+    lines += [
+        "",
+        f"- At rest the operator makes {largest['rest_requests_per_pv_per_minute_above_idle']:g} "
+        f"request per ProjectVersion per minute above its idle rate, which matches one "
+        f"status write per version per billing period (60 s by default: the operator writes "
+        f"the unit-hours ledger that often while units run); idle it makes {idle:g} per "
+        f"minute (one every {60 / idle:g} s)."
+        if idle
+        else "",
+    ]
+    ratios = [
+        f.get("running_vs_baseline")
+        for f in result["figures"].values()
+        if f.get("running_vs_baseline") is not None
+    ]
+    if ratios:
+        lines.append(
+            f"- Time to RUNNING against the control plane alone: "
+            f"{', '.join(f'{r:.2f}' for r in ratios)} of the time plain Deployments take to "
+            f"become available: the pace is the control plane's (scheduler, ReplicaSets, "
+            f"node agent), not the operator's."
+        )
+    return "\n".join(line for line in lines if line is not None)
