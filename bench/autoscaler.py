@@ -427,6 +427,7 @@ def figures(trace: Trace, run: Run) -> dict[str, Any]:
         "scale_ups": len(ups),
         "scale_downs": len(downs),
         "reversals": reversals,
+        "changes_between_1_and_2_units": sum(1 for d in run.decisions if max(d[1], d[2]) <= 2),
         "max_units": int(run.in_service.max()),
     }
     if trace.step is not None:
@@ -800,8 +801,10 @@ def summary(result: dict[str, Any]) -> str:
             d = traces_["diurnal"]["scalers"]
             lines.append(
                 f"- The same noise makes {kiu} change direction {d[kiu]['reversals']} times "
-                f"in the business week (mostly between 1 and 2 units at night, when a "
-                f"{period} s window holds a handful of calls), against "
+                f"in the business week ({d[kiu]['changes_between_1_and_2_units']} of its "
+                f"{d[kiu]['scale_ups'] + d[kiu]['scale_downs']} changes are between 1 and 2 "
+                f"units: nights and weekends, when a {period} s window holds a handful of calls), "
+                f"against "
                 f"{d['kiu-15s']['reversals']} for kiu-15s and {d[kiu + '-rate1m']['reversals']} "
                 f"for `{kiu}-rate1m`; each such change keeps one extra unit for the 300 s delay."
             )

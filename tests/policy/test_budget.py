@@ -77,11 +77,19 @@ def test_set_rate_credits_the_old_rate_then_clips_to_the_new_capacity() -> None:
 
 
 def test_set_rate_up_does_not_top_up() -> None:
+    bucket = budget.TokenBucket(rate=1.0, now=0.0)
+    assert bucket.try_acquire(now=0.0)  # drained
+    bucket.set_rate(rate=4.0, now=0.0)
+    assert bucket.capacity == 4.0
+    assert not bucket.try_acquire(now=0.0)
+    assert bucket.try_acquire(now=0.25)
+
+
+def test_a_closed_bucket_opens_full() -> None:
+    """A model whose first unit becomes ready admits a second of its limit at once."""
     bucket = budget.TokenBucket(rate=0.0, now=0.0)
     bucket.set_rate(rate=4.0, now=10.0)
-    assert bucket.capacity == 4.0
-    assert not bucket.try_acquire(now=10.0)
-    assert bucket.try_acquire(now=10.25)
+    assert [bucket.try_acquire(now=10.0) for _ in range(5)] == [True] * 4 + [False]
 
 
 def test_burst_seconds_scales_the_capacity() -> None:

@@ -62,13 +62,17 @@ class TokenBucket:
         """Change the rate (ready units or replicas changed) without minting tokens.
 
         Tokens earned up to `now` are credited at the old rate; the balance is then
-        clipped to the new capacity, and is not topped up when the rate rises.
+        clipped to the new capacity, and is not topped up when the rate rises. A
+        bucket that had no rate (no ready unit) starts full, as a new bucket does:
+        otherwise the first calls to a model that just became ready would be
+        throttled while well within its limit.
         """
         rate = _checked_rate(rate)
         self._refill(now)
+        was_closed = self._rate == 0.0
         self._rate = rate
         self._capacity = _capacity(rate, self._burst_seconds)
-        self._tokens = min(self._tokens, self._capacity)
+        self._tokens = self._capacity if was_closed else min(self._tokens, self._capacity)
 
     def try_acquire(self, *, now: float, tokens: float = 1.0) -> bool:
         """Take `tokens` if available and say whether the call is admitted."""
