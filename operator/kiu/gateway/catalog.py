@@ -154,7 +154,8 @@ class Catalog:
     def put(self, spec: ModelSpec) -> None:
         """Add or change a model; its pool, budget and metrics follow.
 
-        A new model's bucket starts full; later changes of rate mint no tokens.
+        A new model's bucket starts full, and so does one whose first unit becomes
+        ready; other changes of rate mint no tokens (`budget.TokenBucket.set_rate`).
         """
         key = (spec.namespace, spec.name)
         entry = self._entries.get(key)
