@@ -27,6 +27,7 @@ BENCHMARKS = {
     "autoscaler": "bench.autoscaler",
     "e2e": "bench.e2e_autoscaling",
     "operator": "bench.operator_scale",
+    "cold-start": "bench.cold_start",
 }
 
 

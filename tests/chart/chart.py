@@ -1,16 +1,20 @@
-"""Rendering charts/kiu with the pinned helm, and reading what it renders."""
+"""Rendering charts/kiu with the pinned helm, reading what it renders, and installing it
+into the local cluster (:class:`Release`)."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import os
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.cluster.fixtures import BIN, REPO
+from tests.cluster.fixtures import BIN, REPO, Cluster
 
 CHART = REPO / "charts" / "kiu"
 VALUES = Path(__file__).resolve().parent / "values"
@@ -88,3 +92,135 @@ def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]
 def args_of(objects: list[dict[str, Any]], deployment: str) -> list[str]:
     (container,) = find(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
     return [*container["command"], *container["args"]]
+
+
+# -- the chart installed into the local cluster -------------------------------------------
+
+GROUP, VERSION, PLURAL = "kiu.dev", "v1alpha1", "projectversions"
+RELEASE = "kiu"
+LEASE = "kiu-operator"
+KEY_ID = "AKIAKIUCHARTTEST0001"
+
+
+class Release:
+    """The installed chart in one namespace, and ways to reach what it runs."""
+
+    def __init__(self, cluster: Cluster, namespace: str, notes: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.notes = notes
+
+    def pods(self, component: str) -> list[Any]:
+        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"
+        items = self.cluster.core().list_namespaced_pod(self.namespace, label_selector=selector)
+        return [p for p in items.items if not p.metadata.deletion_timestamp]
+
+    def gateway_addresses(self) -> list[str]:
+        """The ready endpoints of the gateway Service, as host:port (the local cluster has
+        no cluster DNS and no kube-proxy)."""
+        slices = self.cluster.discovery().list_namespaced_endpoint_slice(
+            self.namespace, label_selector=f"kubernetes.io/service-name={RELEASE}-gateway"
+        )
+        return sorted(
+            f"{endpoint.addresses[0]}:8080"
+            for piece in slices.items
+            for endpoint in piece.endpoints or []
+            if endpoint.conditions and endpoint.conditions.ready
+        )
+
+    def gateway_address(self) -> str:
+        """A ready endpoint of the gateway Service as a URL."""
+        addresses = self.gateway_addresses()
+        if not addresses:
+            raise AssertionError("the gateway Service has no ready endpoint")
+        return f"http://{addresses[0]}"
+
+    def secret_key(self) -> str:
+        secret = self.cluster.core().read_namespaced_secret(
+            f"{RELEASE}-access-key-test", self.namespace
+        )
+        assert secret.metadata.labels["kiu.dev/access-key"] == "test"
+        assert base64.b64decode(secret.data["accessKeyId"]).decode() == KEY_ID
+        return base64.b64decode(secret.data["secretAccessKey"]).decode()
+
+    def rekognition(
+        self, endpoint_url: str | None = None, *, attempts: int = 1, connections: int = 10
+    ) -> Any:
+        """A boto3 client signed with the chart's test key (standard retry mode)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "rekognition",
+            endpoint_url=endpoint_url or self.gateway_address(),
+            region_name=self.namespace,
+            aws_access_key_id=KEY_ID,
+            aws_secret_access_key=self.secret_key(),
+            config=Config(
+                retries={"total_max_attempts": attempts, "mode": "standard"},
+                max_pool_connections=connections,
+            ),
+        )
+
+    def lease_holder(self) -> str | None:
+        proc = self.cluster.kubectl(
+            "get", "lease", LEASE, "-n", self.namespace, "-o", "json", check=False
+        )
+        if proc.returncode != 0:
+            return None
+        return json.loads(proc.stdout)["spec"].get("holderIdentity")
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj = self.cluster.custom().get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name
+        )
+        return dict(obj.get("status") or {})
+
+    def can(self, component: str, *args: str) -> bool:
+        account = f"system:serviceaccount:{self.namespace}:{RELEASE}-{component}"
+        proc = self.cluster.kubectl("auth", "can-i", *args, f"--as={account}", check=False)
+        return proc.stdout.strip() == "yes"
+
+
+@contextlib.contextmanager
+def installed(cluster: Cluster, namespace: str, *set_values: str) -> Iterator[Release]:
+    """`helm install` the chart into `namespace` (restricted Pod Security, both components
+    scoped to it, tests/chart/values/local-cluster.yaml); logs printed and uninstalled
+    afterwards."""
+    # Every pod of the namespace must pass the restricted Pod Security Standard.
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    args = [
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--values",
+        str(VALUES / "local-cluster.yaml"),
+        "--set",
+        f"operator.cpuModelRepository={REPO / 'triton-models'}",
+        "--set",
+        f"operator.watchNamespaces={{{namespace}}}",
+        "--set",
+        f"gateway.watchNamespaces={{{namespace}}}",
+        "--set",
+        f"networkPolicy.unitNamespaces={{{namespace}}}",
+    ]
+    for item in set_values:
+        args += ["--set", item]
+    proc = cluster.helm(*args, "--wait", "--timeout=300s", timeout=360)
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/projectversions.kiu.dev", "--timeout=60s"
+    )
+    release = Release(cluster, namespace, proc.stdout)
+    try:
+        yield release
+    finally:
+        for component in ("operator", "gateway"):
+            for pod in release.pods(component):
+                name = pod.metadata.name
+                logs = cluster.kubectl("logs", "-n", namespace, name, "--tail=40", check=False)
+                print(f"---- {name}\n{logs.stdout}{logs.stderr}")
+        cluster.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", check=False)

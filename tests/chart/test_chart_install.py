@@ -9,131 +9,27 @@ creates must pass it. Both components are scoped to the test's namespace.
 
 from __future__ import annotations
 
-import base64
 import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import yaml
-from botocore.config import Config
 
 from kiu.imaging import scenes
 from tests.chart import chart
+from tests.chart.chart import LEASE, RELEASE, Release
 from tests.cluster.fixtures import REPO, Cluster, wait_for
 
 pytestmark = pytest.mark.cluster
 
-GROUP, VERSION, PLURAL = "kiu.dev", "v1alpha1", "projectversions"
-RELEASE = "kiu"
-LEASE = "kiu-operator"
-KEY_ID = "AKIAKIUCHARTTEST0001"
-
-
-class Release:
-    """The installed chart in one namespace, and ways to reach what it runs."""
-
-    def __init__(self, cluster: Cluster, namespace: str, notes: str) -> None:
-        self.cluster = cluster
-        self.namespace = namespace
-        self.notes = notes
-
-    def pods(self, component: str) -> list[Any]:
-        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"
-        items = self.cluster.core().list_namespaced_pod(self.namespace, label_selector=selector)
-        return [p for p in items.items if not p.metadata.deletion_timestamp]
-
-    def gateway_address(self) -> str:
-        """A ready endpoint of the gateway Service (the local cluster has no cluster DNS)."""
-        slices = self.cluster.discovery().list_namespaced_endpoint_slice(
-            self.namespace, label_selector=f"kubernetes.io/service-name={RELEASE}-gateway"
-        )
-        for piece in slices.items:
-            for endpoint in piece.endpoints or []:
-                if endpoint.conditions and endpoint.conditions.ready:
-                    return f"http://{endpoint.addresses[0]}:8080"
-        raise AssertionError("the gateway Service has no ready endpoint")
-
-    def secret_key(self) -> str:
-        secret = self.cluster.core().read_namespaced_secret(
-            f"{RELEASE}-access-key-test", self.namespace
-        )
-        assert secret.metadata.labels["kiu.dev/access-key"] == "test"
-        assert base64.b64decode(secret.data["accessKeyId"]).decode() == KEY_ID
-        return base64.b64decode(secret.data["secretAccessKey"]).decode()
-
-    def rekognition(self) -> Any:
-        return boto3.session.Session().client(
-            "rekognition",
-            endpoint_url=self.gateway_address(),
-            region_name=self.namespace,
-            aws_access_key_id=KEY_ID,
-            aws_secret_access_key=self.secret_key(),
-            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
-        )
-
-    def lease_holder(self) -> str | None:
-        proc = self.cluster.kubectl(
-            "get", "lease", LEASE, "-n", self.namespace, "-o", "json", check=False
-        )
-        if proc.returncode != 0:
-            return None
-        return json.loads(proc.stdout)["spec"].get("holderIdentity")
-
-    def status(self, name: str) -> dict[str, Any]:
-        obj = self.cluster.custom().get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name
-        )
-        return dict(obj.get("status") or {})
-
-    def can(self, component: str, *args: str) -> bool:
-        account = f"system:serviceaccount:{self.namespace}:{RELEASE}-{component}"
-        proc = self.cluster.kubectl("auth", "can-i", *args, f"--as={account}", check=False)
-        return proc.stdout.strip() == "yes"
-
 
 @pytest.fixture
 def release(cluster: Cluster, namespace: str) -> Iterator[Release]:
-    # Every pod of the namespace must pass the restricted Pod Security Standard.
-    cluster.kubectl(
-        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
-    )
-    proc = cluster.helm(
-        "install",
-        RELEASE,
-        str(chart.CHART),
-        "--namespace",
-        namespace,
-        "--values",
-        str(chart.VALUES / "local-cluster.yaml"),
-        "--set",
-        f"operator.cpuModelRepository={REPO / 'triton-models'}",
-        "--set",
-        f"operator.watchNamespaces={{{namespace}}}",
-        "--set",
-        f"gateway.watchNamespaces={{{namespace}}}",
-        "--set",
-        f"networkPolicy.unitNamespaces={{{namespace}}}",
-        "--wait",
-        "--timeout=300s",
-        timeout=360,
-    )
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/projectversions.kiu.dev", "--timeout=60s"
-    )
-    installed = Release(cluster, namespace, proc.stdout)
-    try:
+    with chart.installed(cluster, namespace) as installed:
         yield installed
-    finally:
-        for component in ("operator", "gateway"):
-            for pod in installed.pods(component):
-                name = pod.metadata.name
-                logs = cluster.kubectl("logs", "-n", namespace, name, "--tail=40", check=False)
-                print(f"---- {name}\n{logs.stdout}{logs.stderr}")
-        cluster.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", check=False)
 
 
 def _classification_images() -> list[tuple[bytes, str]]:
@@ -257,16 +153,21 @@ def test_chart_rbac_is_least_privilege(release: Release, namespace: str) -> None
         ("list", "projectversions.kiu.dev", "-n", namespace),
         ("patch", "projectversions.kiu.dev", "-n", namespace),
         ("watch", "endpointslices.discovery.k8s.io", "-n", namespace),
-        ("list", "secrets", "-n", namespace),
+        ("list", "secrets/kiu-access-key-test", "-n", namespace),
+        ("watch", "secrets/kiu-access-key-test", "-n", namespace),
         ("create", "tokenreviews.authentication.k8s.io"),
         ("create", "subjectaccessreviews.authorization.k8s.io"),
         ("get", "nodes"),
     ]
     gateway_may_not = [
         ("list", "secrets", "-n", "default"),
+        ("list", "secrets", "-n", namespace),
+        ("get", "secrets/kiu-access-key-test", "-n", namespace),
+        ("list", "secrets/sh.helm.release.v1.kiu.v1", "-n", namespace),
         ("create", "secrets", "-n", namespace),
         ("delete", "projectversions.kiu.dev", "-n", namespace),
         ("create", "projectversions.kiu.dev", "-n", namespace),
+        ("update", "projectversions.kiu.dev", "-n", namespace),
         ("patch", "projectversions.kiu.dev", "--subresource=status", "-n", namespace),
         ("list", "pods", "-n", namespace),
         ("create", "deployments.apps", "-n", namespace),

@@ -353,12 +353,13 @@ def test_operator_rbac_matches_docs_operator_md(default: list[dict[str, Any]]) -
     assert _granted(rules) == _documented("operator.md", "## Permissions")
 
 
-def test_gateway_rbac_matches_docs_gateway_md(default: list[dict[str, Any]]) -> None:
-    """The table in docs/gateway.md ("Kubernetes permissions") is what the chart grants."""
+def test_gateway_rbac_matches_docs_gateway_md(production: list[dict[str, Any]]) -> None:
+    """The table in docs/gateway.md ("Kubernetes permissions") is what the chart grants
+    (with access keys and an object store, so that every rule is there)."""
     rules = (
-        _role(default, "ClusterRole", "kiu-system-kiu-gateway")
-        | _role(default, "Role", "kiu-gateway-replicas")
-        | _role(default, "Role", "kiu-gateway-access-keys")
+        _role(production, "ClusterRole", "kiu-system-kiu-gateway")
+        | _role(production, "Role", "kiu-gateway-replicas")
+        | _role(production, "Role", "kiu-gateway-access-keys")
     )
     assert _granted(rules) == _documented("gateway.md", "## Kubernetes permissions")
 
@@ -391,12 +392,11 @@ def test_gateway_rbac(default: list[dict[str, Any]], production: list[dict[str, 
     assert _role(default, "Role", "kiu-gateway-replicas") == {
         _r("discovery.k8s.io", "endpointslices", "list", "watch")
     }
-    assert _role(default, "Role", "kiu-gateway-access-keys", NAMESPACE) == {
-        _r("", "secrets", "list", "watch")
-    }
-    # Keys in their own namespace; the S3 Secret by name only.
+    # No access key to read: no Secret at all.
+    assert of_kind(default, "Role", "kiu-gateway-access-keys") == []
+    # The keys' Secrets by name, in their own namespace; the S3 Secret by name too.
     assert _role(production, "Role", "kiu-gateway-access-keys", "kiu-keys") == {
-        _r("", "secrets", "list", "watch")
+        _r("", "secrets", "list", "watch", names=("kiu-access-key-retail",))
     }
     assert _r("", "secrets", "list", "watch", names=("kiu-s3",)) in _role(
         production, "Role", "kiu-gateway-replicas"
@@ -571,9 +571,31 @@ def test_access_key_secret(production: list[dict[str, Any]]) -> None:
         "secretAccessKey": "not-a-real-secret-but-fixed-for-the-test",
         "namespaces": "retail,shipping",
     }
-    # The gateway reads keys where the Secret is.
+    # The gateway reads this Secret, by name, where it is.
     options = _parse("gateway", args_of(production, "kiu-gateway")[2:])
     assert options.credentials_namespace == "kiu-keys"
+    assert options.access_key_secrets == ["kiu-access-key-retail"]
+    assert not options.discover_access_keys
+
+
+def test_access_keys_named_or_discovered() -> None:
+    named = chart.template(
+        chart.VALUES / "production.yaml",
+        set_values=["gateway.auth.accessKeySecrets={team-a,kiu-access-key-retail}"],
+    )
+    options = _parse("gateway", args_of(named, "kiu-gateway")[2:])
+    assert options.access_key_secrets == ["kiu-access-key-retail", "team-a"]
+    assert _role(named, "Role", "kiu-gateway-access-keys", "kiu-keys") == {
+        _r("", "secrets", "list", "watch", names=("kiu-access-key-retail", "team-a"))
+    }
+    discovered = chart.template(
+        chart.VALUES / "production.yaml", set_values=["gateway.auth.discoverAccessKeys=true"]
+    )
+    options = _parse("gateway", args_of(discovered, "kiu-gateway")[2:])
+    assert (options.discover_access_keys, options.access_key_secrets) == (True, [])
+    assert _role(discovered, "Role", "kiu-gateway-access-keys", "kiu-keys") == {
+        _r("", "secrets", "list", "watch")
+    }
 
 
 def test_a_missing_secret_is_generated() -> None:

@@ -132,7 +132,7 @@ def cluster_server(cluster: Any) -> str:
 
 
 async def test_gateway_follows_the_cluster(
-    cluster: Any, namespace: str, pod_network_unit: processes.Unit
+    cluster: Any, namespace: str, pod_network_unit: processes.Unit, projectversion_crd: None
 ) -> None:
     unit = pod_network_unit
     apply(cluster, namespace, projectversion("shoes-v3"))
@@ -207,6 +207,10 @@ async def test_gateway_follows_the_cluster(
             "0",
             "--zone",
             "zone-a",
+            "--hold-timeout-seconds",
+            "1",
+            "--access-key-secret",
+            "team-key",
         ]
     )
     gateway, closing = await command.build(options)
@@ -276,7 +280,9 @@ async def test_gateway_follows_the_cluster(
             async with session.post(url, data=scene.image, headers=headers) as response:
                 assert json.loads(await response.read())["__type"] == "UnrecognizedClientException"
 
-        # the unit stops being ready: it leaves the routing table, the model is not ready
+        # the unit stops being ready: it leaves the routing table; a call is held for the
+        # hold timeout (1 s here), asks the operator for a unit with the activation
+        # annotation, and is refused with a retry hint when none comes
         apply(
             cluster,
             namespace,
@@ -296,6 +302,11 @@ async def test_gateway_follows_the_cluster(
                 Image={"Bytes": scene.image},
             )
         assert caught.value.response["Error"]["Code"] == "ResourceNotReadyException"
+        assert caught.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "5"
+        annotations = get(cluster, namespace, "projectversions.kiu.dev", "shoes-v3")["metadata"][
+            "annotations"
+        ]
+        assert "kiu.dev/activation-requested-at" in annotations
 
         # the key's Secret goes away: its signatures are no longer recognized
         cluster.kubectl("delete", "-n", namespace, "secret", "team-key")

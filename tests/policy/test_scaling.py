@@ -169,6 +169,17 @@ def test_first_demand_after_zero_starts_a_unit_at_once() -> None:
     assert (rec.desired, rec.cause) == (1, Cause.SCALE_UP)
 
 
+def test_waking_from_zero_starts_from_the_demand_not_the_count_before_idling() -> None:
+    # Zero comes before the scale-down delay has passed, so the window still holds 2.
+    policy = _policy(min_units=0, scale_to_zero_after_seconds=60.0)
+    busy = _replay(policy, [5.0])
+    assert busy[-1].desired == 2
+    idle = _replay(policy, [0.0] * 5, current=2, history=busy[-1].history, start=PERIOD)
+    assert [r.desired for r in idle][-2:] == [0, 0]
+    (woken,) = _replay(policy, [0.1], current=0, history=idle[-1].history, start=6 * PERIOD)
+    assert (woken.desired, woken.cause) == (1, Cause.SCALE_UP)
+
+
 def test_a_new_model_with_min_zero_and_no_demand_stays_at_zero() -> None:
     (rec,) = _replay(_policy(min_units=0), [0.0], current=0)
     assert (rec.desired, rec.cause, rec.reason) == (

@@ -118,6 +118,20 @@ to scrape their demand counters.
 {{- end -}}
 
 {{/*
+The access-key Secrets the gateway reads by name, as a JSON list: one per key the
+chart creates, then gateway.auth.accessKeySecrets. Unused with discoverAccessKeys.
+*/}}
+{{- define "kiu.gateway.accessKeySecrets" -}}
+{{- $names := list }}
+{{- if .Values.accessKeys.create }}
+{{- range $key := .Values.accessKeys.keys }}
+{{- $names = append $names (printf "%s-%s" (include "kiu.accessKeys.secretName" $) $key.name | trunc 253) }}
+{{- end }}
+{{- end }}
+{{- concat $names .Values.gateway.auth.accessKeySecrets | uniq | toJson }}
+{{- end -}}
+
+{{/*
 Pod-level security context: restricted Pod Security Standard (non-root, seccomp
 RuntimeDefault), merged over by podSecurityContext.
 */}}

@@ -22,7 +22,7 @@ import kopf
 
 from kiu.api import projectversion
 from kiu.controller import manager, reconciler
-from kiu.k8s import observations
+from kiu.k8s import observations, projectversions
 from kiu.manifests import workload
 
 _OWNED = (
@@ -127,6 +127,7 @@ def registry(operator: manager.Manager) -> kopf.OperatorRegistry:
             uid=str(meta.uid),
             generation=int(meta.get("generation") or 0),
             deleting=meta.deletion_timestamp is not None,
+            activation=projectversions.activation_requested_at(meta),
         )
 
     @kopf.on.startup(id="start", registry=handlers)

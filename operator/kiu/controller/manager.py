@@ -31,19 +31,29 @@ class Manager:
     workers: int
     monotonic: Callable[[], float] = time.monotonic
     queue: queue.WorkQueue[Key] = field(default_factory=queue.WorkQueue)
-    _seen: dict[Key, tuple[str, int, bool]] = field(default_factory=dict)
+    _seen: dict[Key, tuple[str, int, bool, float | None]] = field(default_factory=dict)
     _zones: observations.Zones | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ events
 
-    def projectversion_event(self, *, key: Key, uid: str, generation: int, deleting: bool) -> None:
-        """Queue a reconcile when the spec, the object or its deletion is new.
+    def projectversion_event(
+        self,
+        *,
+        key: Key,
+        uid: str,
+        generation: int,
+        deleting: bool,
+        activation: float | None = None,
+    ) -> None:
+        """Queue a reconcile when the spec, the object, its deletion or an activation is new.
 
         Status-only changes (most of them the operator's own writes) queue nothing,
         which also keeps time-dependent messages from feeding back into writes.
+        ``activation`` is the time a gateway asked for a unit of the model (an
+        annotation the operator never writes, so reacting to it cannot loop).
         """
-        marker = (uid, generation, deleting)
+        marker = (uid, generation, deleting, activation)
         before = self._seen.get(key)
         if before == marker:
             return

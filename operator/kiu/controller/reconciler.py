@@ -23,7 +23,7 @@ from kiu.api import projectversion
 from kiu.api.errors import ParseError
 from kiu.controller import templates
 from kiu.controller.config import Config
-from kiu.k8s import apply, client, errors, events, observations
+from kiu.k8s import apply, client, errors, events, observations, projectversions
 from kiu.k8s import status as k8s_status
 from kiu.manifests import workload
 from kiu.policy import billing, budget, phase, scaling, zones
@@ -37,6 +37,11 @@ Key = tuple[str, str]
 INVALID_SPEC = "InvalidSpec"
 APPLY_FAILED = "ApplyFailed"
 _DEMAND_DIGITS = 3
+#: The demand an activation stands for: above zero, so a model at zero gets one unit.
+_ACTIVATION_TPS = 0.001
+#: lastDemandTime is stored to the second: an activation up to this much later than it
+#: may already have been acted on (it is never newer than the reconcile that handled it).
+_ACTIVATION_SLACK = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +120,12 @@ class Reconciler:
         owned = [o for kind in self.caches.owned for o in kind.get(key, ())]
         deployments = {o.zone: o for o in owned if o.kind == "Deployment" and o.zone is not None}
         decision = await self._decide(
-            key=key, memory=memory, pv=pv, now=now, observed=_replicas(deployments.values())
+            key=key,
+            memory=memory,
+            pv=pv,
+            now=now,
+            observed=_replicas(deployments.values()),
+            activation=projectversions.activation_requested_at(body["metadata"]),
         )
         units = list(self.caches.units.get(key, ()))
 
@@ -204,14 +214,24 @@ class Reconciler:
         pv: projectversion.ProjectVersion,
         now: float,
         observed: int,
+        activation: float | None,
     ) -> scaling.Recommendation:
-        """The current decision, re-evaluated at once when the spec changed (min, max, state)."""
+        """The current decision, re-evaluated at once when the spec changed (min, max, state)
+        or a gateway asked for a unit since demand was last seen (scale from zero now,
+        not at the next demand sample)."""
         if memory.decision is None:
             memory.decision = _seed(pv=pv, observed=observed, now=now)
             memory.last_scale_time = _seconds(pv.status.last_scale_time)
-        if memory.decided_generation == pv.metadata.generation:
+        last_demand = memory.decision.history.last_demand_at
+        activated = activation is not None and (
+            last_demand is None or activation > last_demand + _ACTIVATION_SLACK
+        )
+        if memory.decided_generation == pv.metadata.generation and not activated:
             return memory.decision
         memory.demand = _demand(self.demand, key)
+        if activated:
+            logger.info("%s/%s: a gateway asked for a unit (activation)", *key)
+            memory.demand = max(memory.demand or 0.0, _ACTIVATION_TPS)
         return await self._recommend(key=key, memory=memory, pv=pv, now=now)
 
     async def _recommend(

@@ -13,6 +13,8 @@ the number of gateway replicas) and its labelled metrics.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -79,9 +81,13 @@ class Source(Protocol):
 
 
 class Entry:
-    """A model in the catalog: its spec and the live routing, budget and metrics."""
+    """A model in the catalog: its spec and the live routing, budget and metrics.
 
-    __slots__ = ("bucket", "meters", "pool", "spec")
+    ``held`` counts the calls waiting for its first unit (:mod:`kiu.gateway.hold`),
+    which sleep in :meth:`changed` until the catalog changes the entry.
+    """
+
+    __slots__ = ("_change", "activated_at", "bucket", "held", "meters", "pool", "spec")
 
     def __init__(
         self,
@@ -95,11 +101,28 @@ class Entry:
         self.pool = pool
         self.bucket = bucket
         self.meters = meters
+        self.held = 0
+        self.activated_at: float | None = None
+        self._change: asyncio.Event | None = None
 
     @property
     def tps_limit(self) -> float:
         """The model's limit: TPS per unit x units in the routing table."""
         return budget.tps_limit(tps_per_unit=self.spec.tps, ready_units=len(self.pool))
+
+    async def changed(self, *, within: float) -> None:
+        """Return at the next change of the entry (or removal), or after ``within`` seconds."""
+        if self._change is None:
+            self._change = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(within, 0.0)):
+                await self._change.wait()
+
+    def notify(self) -> None:
+        """Wake every call sleeping in :meth:`changed`."""
+        if self._change is not None:
+            self._change.set()
+            self._change = None
 
 
 class Catalog:
@@ -172,12 +195,14 @@ class Catalog:
         if old.units != spec.units:
             entry.pool.update(spec.units)
         self._rebudget(entry)
+        entry.notify()
 
     def remove(self, namespace: str, name: str) -> None:
         entry = self._entries.pop((namespace, name), None)
         if entry is not None:
             entry.pool.update(())
             entry.meters.forget()
+            entry.notify()
 
     def replace(self, specs: Iterable[ModelSpec]) -> None:
         """Make the catalog hold exactly ``specs`` (a full listing)."""
@@ -221,4 +246,5 @@ class Catalog:
                 tps_limit=entry.tps_limit,
                 tps_share=entry.bucket.rate,
                 ready_units=len(entry.pool),
+                held=entry.held,
             )

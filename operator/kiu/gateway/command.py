@@ -14,6 +14,7 @@ from kiu.gateway import (
     catalog,
     dataplane,
     directory,
+    hold,
     metrics,
     objects,
     routing,
@@ -68,6 +69,22 @@ def parser() -> argparse.ArgumentParser:
         "--credentials-namespace",
         help="namespace of the access-key Secrets (default: the gateway's)",
     )
+    keys = k.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--access-key-secret",
+        action="append",
+        default=[],
+        dest="access_key_secrets",
+        metavar="NAME",
+        help="read access keys from this Secret of the credentials namespace (repeatable); "
+        "the gateway needs read access to these Secrets only",
+    )
+    keys.add_argument(
+        "--discover-access-keys",
+        action="store_true",
+        help="read access keys from every Secret of the credentials namespace labelled "
+        "kiu.dev/access-key (needs list on all its Secrets: give it a namespace of its own)",
+    )
     p.add_argument(
         "--zone",
         default=os.environ.get("KIU_ZONE"),
@@ -105,6 +122,18 @@ def parser() -> argparse.ArgumentParser:
         help="seconds to receive a request body (default 30)",
     )
     t.add_argument(
+        "--header-timeout",
+        type=float,
+        default=server.DEFAULT_HEADER_TIMEOUT,
+        help="seconds a request line and headers may take from their first byte (default 10)",
+    )
+    t.add_argument(
+        "--max-connections",
+        type=int,
+        default=server.DEFAULT_MAX_CONNECTIONS,
+        help="open client connections; a new one beyond is closed (default 4096)",
+    )
+    t.add_argument(
         "--unit-concurrency",
         type=int,
         default=routing.DEFAULT_UNIT_CONCURRENCY,
@@ -127,6 +156,18 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="token bucket depth in seconds of the TPS limit (default 1)",
+    )
+    t.add_argument(
+        "--hold-queue-size",
+        type=int,
+        default=hold.DEFAULT_SIZE,
+        help="calls per model held while it scales from zero; 0 holds none (default 64)",
+    )
+    t.add_argument(
+        "--hold-timeout-seconds",
+        type=float,
+        default=hold.DEFAULT_TIMEOUT,
+        help="seconds a held call waits for the model's first unit (default 45)",
     )
     t.add_argument(
         "--max-skew",
@@ -175,11 +216,18 @@ async def _serve(options: argparse.Namespace) -> int:
     try:
         await gateway.start()
         await stop.wait()
-        await gateway.stop()
+        await shutdown(gateway)
     finally:
         for close in closing:
             await close()
     return 0
+
+
+async def shutdown(gateway: server.Gateway) -> None:
+    """Graceful stop: held calls are answered at once with a retry hint (another replica
+    may already serve the model), calls in progress finish (:meth:`server.Gateway.stop`)."""
+    gateway.plane.hold.close()
+    await gateway.stop()
 
 
 Closer = Callable[[], Awaitable[None]]
@@ -190,11 +238,13 @@ async def build(
     *,
     transport: upstream.Transport | None = None,
     tokens: auth.TokenReviewer | None = None,
+    activate: hold.Activate | None = None,
 ) -> tuple[server.Gateway, list[Closer]]:
     """Wire a gateway from parsed options; the second value lists what to close at exit.
 
-    ``transport`` and ``tokens`` replace the gRPC transport to units and the
-    Kubernetes token reviewer (tests).
+    ``transport``, ``tokens`` and ``activate`` replace the gRPC transport to units,
+    the Kubernetes token reviewer and the activation signal (tests; a directory
+    file has no operator to activate, so nothing is held without one).
     """
     closing: list[Closer] = []
     meters = metrics.Metrics()
@@ -206,13 +256,15 @@ async def build(
         connection = await kube.connect(kubeconfig=options.kubeconfig)
         closing.append(connection.close)
         zone = zone or await connection.own_zone()
-        source = connection.source(
+        watched = connection.source(
             namespaces=options.namespaces,
             gateway_namespace=options.gateway_namespace,
             gateway_service=options.gateway_service,
             credentials_namespace=options.credentials_namespace or options.gateway_namespace,
+            access_key_secrets=None if options.discover_access_keys else options.access_key_secrets,
             s3_secret=options.s3_secret,
         )
+        source, activate = watched, activate or watched.activate
         tokens = tokens or connection.tokens()
     else:
         static = directory.Directory(options.directory)
@@ -250,6 +302,12 @@ async def build(
         authenticator=authenticator,
         meters=meters,
         objects=store,
+        hold_queue=hold.Hold(
+            meters=meters,
+            activate=activate,
+            size=options.hold_queue_size,
+            timeout=options.hold_timeout_seconds,
+        ),
         deadline=options.request_deadline,
     )
     settings = server.Settings(
@@ -257,6 +315,8 @@ async def build(
         port=options.port,
         max_body=options.max_body,
         read_timeout=options.read_timeout,
+        header_timeout=options.header_timeout,
+        max_connections=options.max_connections,
         shutdown_delay=options.shutdown_delay,
         shutdown_timeout=options.shutdown_timeout,
         access_log=options.access_log,

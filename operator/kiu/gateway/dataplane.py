@@ -10,16 +10,17 @@ and each able to refuse:
 2. find the model named by the request (the adapter reads the ARN, or the path,
    without decoding the image);
 3. authorize the caller on it;
-4. check that it is RUNNING with a ready unit (:meth:`Dataplane._await_units`: the
-   one place where a hold queue for scale-from-zero will go);
+4. check that it is RUNNING, and count the call as demand;
 5. take a token from its budget, or refuse with
-   ProvisionedThroughputExceededException: a float comparison, no unit touched;
+   ProvisionedThroughputExceededException: a float comparison, no unit touched.
+   A model with no ready unit (scaled to zero) instead holds the call in
+   :mod:`hold` until its first unit is ready and a token is free;
 6. decode the parameters and the image (base64, or a GET from object storage)
    and check format and size from the image headers;
 7. route to a unit (:mod:`routing`) and shape the answer as the reference does.
 
 Every call is counted once in the metrics with its outcome; demand (admitted +
-throttled) is counted at step 5.
+throttled + held) is counted once per call, at step 4.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kiu.api import projectversion
-from kiu.gateway import auth, catalog, errors, images, metrics, objects, upstream
+from kiu.gateway import auth, catalog, errors, hold, images, metrics, objects, upstream
 from kiu.gateway.errors import Outcome
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,7 @@ class Dataplane:
         authenticator: auth.Authenticator,
         meters: metrics.Metrics,
         objects: objects.ObjectStore | None = None,
+        hold_queue: hold.Hold | None = None,
         deadline: float = DEFAULT_DEADLINE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -179,6 +181,7 @@ class Dataplane:
         self._source = source
         self._auth = authenticator
         self._metrics = meters
+        self.hold = hold_queue or hold.Hold(meters=meters, clock=clock)
         self._objects = objects
         self._deadline = deadline
         self._clock = clock
@@ -187,16 +190,19 @@ class Dataplane:
 
     async def detect(self, request: DetectRequest) -> list[Label]:
         with _Account(self._metrics.unattributed, "DetectCustomLabels", self._clock) as account:
-            deadline = asyncio.get_running_loop().time() + self._deadline
             principal = await self._authenticate(request.presented, tokens=request.tokens)
             target = request.target()
             await self._authorize(principal, target, verb="invoke")
             entry = self._resolve(target)
             account.meters = entry.meters
-            await self._await_units(entry)
+            hold.require_running(entry.spec)
             entry.meters.demand.inc()
-            if not entry.bucket.try_acquire(now=self._clock()):
+            if not len(entry.pool):
+                await self.hold.wait(entry)  # scaled to zero: wait for the first unit
+            elif not entry.bucket.try_acquire(now=self._clock()):
                 raise errors.ProvisionedThroughputExceeded()
+            # The deadline counts from admission: time held is bounded by the hold's own wait.
+            deadline = asyncio.get_running_loop().time() + self._deadline
             params = request.params()
             if params.image is not None:
                 data = params.image
@@ -214,23 +220,6 @@ class Dataplane:
             labels = _labels(prediction, params, detection=spec.task == "ObjectDetection")
             account.outcome = "success"
             return labels
-
-    async def _await_units(self, entry: catalog.Entry) -> None:
-        """Refuse a model that cannot serve now.
-
-        A RUNNING model without a ready unit counts as demand (so the operator
-        can scale it up from zero) and is refused; a hold queue would wait here.
-        """
-        spec = entry.spec
-        if spec.status != "RUNNING":
-            raise errors.ResourceNotReady(
-                f"ProjectVersion {spec.name} is {spec.status}, not RUNNING."
-            )
-        if not len(entry.pool):
-            entry.meters.demand.inc()
-            raise errors.ResourceNotReady(
-                f"ProjectVersion {spec.name} has no ready inference unit."
-            )
 
     async def _fetch(self, location: objects.Location, *, deadline: float) -> bytes:
         if self._objects is None:

@@ -24,7 +24,7 @@ Tree::
     |   |   MissingAuthenticationToken                                  (authentication)
     |   +-- InvalidParameter, InvalidImageFormat, ImageTooLarge, InvalidS3Object,
     |   |   InvalidPaginationToken, Serialization, UnknownOperation     (the request)
-    |   +-- ResourceNotFound, ResourceInUse, ResourceNotReady, LimitExceeded
+    |   +-- ResourceNotFound, ResourceInUse, ResourceNotReady (+ ScalingFromZero), LimitExceeded
     |   +-- ProvisionedThroughputExceeded (throttled)
     +-- ServerError (500, server_error)
         +-- InternalServerError, Throttling
@@ -48,6 +48,8 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     outcome: ClassVar[Outcome] = "server_error"
     default_message: ClassVar[str] = "Internal server error."
+    #: Seconds after which a retry may succeed, sent as ``Retry-After`` when set.
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
@@ -176,6 +178,14 @@ class ResourceNotReady(ClientError):  # noqa: N818 - named as on the wire
     default_message = "The requested resource isn't ready."
 
 
+class ScalingFromZero(ResourceNotReady):
+    """A model at zero units could not take the call in time; its first unit is coming."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class LimitExceeded(ClientError):  # noqa: N818 - named as on the wire
     name = "LimitExceededException"
     default_message = "A service limit was exceeded."
@@ -209,4 +219,6 @@ def render(error: GatewayError) -> tuple[int, dict[str, str], bytes]:
     """
     body = json.dumps({"__type": error.name, "message": error.message}).encode()
     headers = {"Content-Type": CONTENT_TYPE, "x-amzn-ErrorType": error.name}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
     return error.status, headers, body

@@ -8,12 +8,15 @@ Watches (through :mod:`kiu.k8s`, the only package that talks to the API):
   version's headless Service; the EndpointSlice controller copies the labels):
   their ready endpoints on the port named ``grpc`` are the version's units, so
   a unit that stops being ready leaves the routing table with the next event;
-* Secrets labelled ``kiu.dev/access-key`` in the credentials namespace;
+* the access-key Secrets of the credentials namespace: the named ones, each watched
+  by name so that RBAC can grant exactly those, or (``access_key_secrets`` None)
+  every Secret labelled ``kiu.dev/access-key`` there, which needs list on all of them;
 * the EndpointSlices of the gateway's own Service: their ready endpoints are the
   replicas that share each model's TPS limit;
 * the object-storage Secret, if one is named.
 
-Start and Stop merge-patch the ProjectVersion's spec.
+Start and Stop merge-patch the ProjectVersion's spec; a call to a model with no
+ready unit merge-patches its activation annotation (:mod:`kiu.gateway.hold`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -69,6 +73,7 @@ class Connection:
         gateway_namespace: str,
         gateway_service: str,
         credentials_namespace: str,
+        access_key_secrets: list[str] | None = None,
         s3_secret: str | None,
     ) -> Source:
         return Source(
@@ -77,6 +82,7 @@ class Connection:
             gateway_namespace=gateway_namespace,
             gateway_service=gateway_service,
             credentials_namespace=credentials_namespace,
+            access_key_secrets=access_key_secrets,
             s3_secret=s3_secret,
         )
 
@@ -140,6 +146,7 @@ class Source:
         gateway_namespace: str,
         gateway_service: str,
         credentials_namespace: str,
+        access_key_secrets: list[str] | None = None,
         s3_secret: str | None,
     ) -> None:
         self._api = api
@@ -147,6 +154,7 @@ class Source:
         self._gateway_namespace = gateway_namespace
         self._gateway_service = gateway_service
         self._credentials_namespace = credentials_namespace
+        self._access_key_secrets = access_key_secrets
         self._s3_secret = s3_secret
         self._catalog: catalog.Catalog | None = None
         self._versions: dict[tuple[str, str], projectversion.ProjectVersion] = {}
@@ -181,8 +189,13 @@ class Source:
         secrets = discovery.collection(
             group="", version="v1", plural="secrets", namespace=self._credentials_namespace
         )
-        keys = discovery.reflect(api, secrets, label_selector=credentials.ACCESS_KEY_LABEL)
-        watches.append(("access-keys", keys, self._on_key))
+        if self._access_key_secrets is not None:
+            for name in self._access_key_secrets:
+                named = discovery.reflect(api, secrets, field_selector=f"metadata.name={name}")
+                watches.append((f"access-key/{name}", named, functools.partial(self._on_key, name)))
+        else:
+            keys = discovery.reflect(api, secrets, label_selector=credentials.ACCESS_KEY_LABEL)
+            watches.append(("access-keys", keys, functools.partial(self._on_key, None)))
         replicas = discovery.reflect(
             api,
             _slices_path(self._gateway_namespace),
@@ -242,6 +255,12 @@ class Source:
         except k8s_errors.KubernetesError as exc:
             log.error("cannot patch ProjectVersion %s/%s: %s", namespace, name, exc.message)
             raise errors.InternalServerError() from None
+
+    async def activate(self, namespace: str, name: str) -> None:
+        """Ask the operator for a unit now: the model has a call and no ready unit."""
+        await projectversions.request_activation(
+            self._api, namespace=namespace, name=name, at=time.time()
+        )
 
     # --- events ----------------------------------------------------------------------
 
@@ -311,9 +330,10 @@ class Source:
             if key is not None:
                 self._publish(key)
 
-    def _on_key(self, event: discovery.Listed | discovery.Changed) -> None:
+    def _on_key(self, only: str | None, event: discovery.Listed | discovery.Changed) -> None:
+        """Keep the keys current; a relist of the watch of Secret `only` replaces it alone."""
         if isinstance(event, discovery.Listed):
-            self._keys = {}
+            self._keys = {k: v for k, v in self._keys.items() if only is not None and k[1] != only}
             bodies = event.items
         elif event.type == "DELETED":
             self._keys.pop(_key(event.object), None)

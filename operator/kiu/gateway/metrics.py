@@ -13,12 +13,16 @@ Per model (labels ``namespace``, ``projectversion``):
 * ``kiu_gateway_in_flight_requests``, ``kiu_gateway_tps_limit`` (the model's limit),
   ``kiu_gateway_tps_share`` (this replica's part), ``kiu_gateway_ready_units``:
   gauges read from the routing table at scrape time, so they cost nothing per
-  request and vanish with the model.
+  request and vanish with the model;
+* ``kiu_gateway_held_requests`` (gauge): calls waiting for the first unit of a
+  model scaled to zero; ``kiu_gateway_activations_total``: times this replica
+  asked the operator to start a unit for such a call (:mod:`kiu.gateway.hold`).
 
 Per gateway: ``kiu_gateway_request_duration_seconds`` (histogram by
 ``operation``, ``outcome``), ``kiu_gateway_unit_retries_total``,
 ``kiu_gateway_unit_failures_total`` (by ``reason``),
 ``kiu_gateway_auth_failures_total`` (by ``reason`` = error name),
+``kiu_gateway_hold_rejections_total`` (by ``reason`` = full, timeout, shutdown),
 ``kiu_gateway_replicas``, ``kiu_gateway_http_in_flight_requests``.
 
 The labelled children of each model are created once and kept on the model's
@@ -56,6 +60,7 @@ class ModelGauges:
     tps_limit: float
     tps_share: float
     ready_units: int
+    held: int = 0
 
 
 class ModelMeters:
@@ -65,16 +70,18 @@ class ModelMeters:
     ``projectversion`` empty) count requests only.
     """
 
-    __slots__ = ("_duration", "_family", "_labels", "_requests", "demand")
+    __slots__ = ("_duration", "_family", "_labels", "_requests", "activations", "demand")
 
     def __init__(self, metrics: Metrics, namespace: str, name: str) -> None:
         self._family = metrics
         self._labels = (namespace, name)
         self._requests: dict[tuple[str, str], Any] = {}
         self.demand: Any = None
+        self.activations: Any = None
         self._duration: Any = None
         if name:
             self.demand = metrics.demand.labels(namespace, name)
+            self.activations = metrics.activations.labels(namespace, name)
             self._duration = metrics.model_duration.labels(namespace, name)
 
     def record(self, *, operation: str, outcome: Outcome, seconds: float) -> None:
@@ -93,6 +100,7 @@ class ModelMeters:
         for operation, outcome in self._requests:
             _remove(family.requests, *self._labels, operation, outcome)
         _remove(family.demand, *self._labels)
+        _remove(family.activations, *self._labels)
         _remove(family.model_duration, *self._labels)
         self._requests.clear()
 
@@ -112,6 +120,18 @@ class Metrics:
             "kiu_gateway_demand",
             "Calls that reached a running model's TPS budget (admitted + throttled).",
             model,
+            registry=self.registry,
+        )
+        self.activations = Counter(
+            "kiu_gateway_activations",
+            "Activation signals written for a model at zero units (one per interval at most).",
+            model,
+            registry=self.registry,
+        )
+        self.hold_rejections = Counter(
+            "kiu_gateway_hold_rejections",
+            "Calls to a model at zero units refused by the hold queue, by reason.",
+            ("reason",),
             registry=self.registry,
         )
         self.requests = Counter(
@@ -198,6 +218,7 @@ class _Gauges(Collector):
         "kiu_gateway_tps_limit",
         "kiu_gateway_tps_share",
         "kiu_gateway_ready_units",
+        "kiu_gateway_held_requests",
         "kiu_gateway_replicas",
     )
 
@@ -234,16 +255,23 @@ class _Gauges(Collector):
         ready = GaugeMetricFamily(
             "kiu_gateway_ready_units", "Ready units of a model in the routing table.", labels=labels
         )
+        held = GaugeMetricFamily(
+            "kiu_gateway_held_requests",
+            "Calls waiting for the first unit of a model scaled to zero.",
+            labels=labels,
+        )
         for m in self._models():
             key = (m.namespace, m.name)
             in_flight.add_metric(key, m.in_flight)
             limit.add_metric(key, m.tps_limit)
             share.add_metric(key, m.tps_share)
             ready.add_metric(key, m.ready_units)
+            held.add_metric(key, m.held)
         yield in_flight
         yield limit
         yield share
         yield ready
+        yield held
         yield GaugeMetricFamily(
             "kiu_gateway_replicas",
             "Gateway replicas sharing each model's TPS limit.",

@@ -1,12 +1,17 @@
-"""Writes to ProjectVersions on behalf of the compatible API (Start/StopProjectVersion).
+"""Writes to ProjectVersions on behalf of the gateway.
 
-Only ``spec.state`` and the unit range change, by JSON merge patch: the rest of
-the spec stays with whoever wrote it (GitOps included), and the operator turns
-the change into units and status as for any edit.
+Start/StopProjectVersion change only ``spec.state`` and the unit range, by JSON
+merge patch: the rest of the spec stays with whoever wrote it (GitOps
+included), and the operator turns the change into units and status as for any
+edit. The activation signal of a model scaled to zero is one annotation
+(:data:`ACTIVATION_ANNOTATION`), also merge-patched: the spec and its
+generation do not change, and writing it again from another gateway replica
+only moves the time forward.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from kubernetes_asyncio import client as k8s_client
@@ -48,5 +53,41 @@ async def set_state(
         method="PATCH",
         path=path(namespace=namespace, name=name),
         body={"spec": spec},
+        content_type=rest.MERGE_PATCH,
+    )
+
+
+#: When a gateway last had a call for the model and no ready unit (RFC 3339, microseconds).
+ACTIVATION_ANNOTATION = "kiu.dev/activation-requested-at"
+
+
+def activation_time(moment: float) -> str:
+    """The annotation's value for ``moment`` (seconds since the epoch)."""
+    return datetime.fromtimestamp(moment, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def activation_requested_at(metadata: Any) -> float | None:
+    """The time in a ProjectVersion's activation annotation, None if absent or malformed."""
+    raw = ((metadata or {}).get("annotations") or {}).get(ACTIVATION_ANNOTATION)
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.strptime(raw, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+async def request_activation(
+    api: k8s_client.ApiClient, *, namespace: str, name: str, at: float
+) -> None:
+    """Ask the operator for a unit of a model at zero: annotate it with the time ``at``.
+
+    Raises :class:`kiu.k8s.errors.NotFound` if the ProjectVersion is gone.
+    """
+    await rest.call(
+        api,
+        method="PATCH",
+        path=path(namespace=namespace, name=name),
+        body={"metadata": {"annotations": {ACTIVATION_ANNOTATION: activation_time(at)}}},
         content_type=rest.MERGE_PATCH,
     )

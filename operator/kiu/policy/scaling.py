@@ -171,14 +171,20 @@ def recommend(
         f"{policy.tps_per_unit:g} TPS/unit"
     )
 
-    def result(desired: int, cause: Cause, reason: str) -> Recommendation:
+    def result(
+        desired: int, cause: Cause, reason: str, history: History = new_history
+    ) -> Recommendation:
         return Recommendation(
             desired=desired,
             cause=_change(desired, current) or cause,
             reason=reason + _was(desired, current),
             needed=needed,
-            history=new_history,
+            history=history,
         )
+
+    # At zero the units of the scale-down window are gone: waking starts from what the
+    # demand needs, not from the count before the model went idle.
+    at_zero = History(recommendations=((now, 0),), last_demand_at=last_demand_at)
 
     if policy.max_units is None and policy.min_units > 0:
         return result(
@@ -188,13 +194,14 @@ def recommend(
         )
     if policy.min_units == 0 and demand_tps == 0:
         if current == 0:
-            return result(0, Cause.IDLE, f"idle at zero: no demand for {idle_for:.0f} s")
+            return result(0, Cause.IDLE, f"idle at zero: no demand for {idle_for:.0f} s", at_zero)
         if idle_for >= policy.scale_to_zero_after_seconds:
             return result(
                 0,
                 Cause.SCALE_TO_ZERO,
                 f"no demand for {idle_for:.0f} s "
                 f"(scale to zero after {policy.scale_to_zero_after_seconds:g} s)",
+                at_zero,
             )
     if needed > ceiling:
         cap = f"max {ceiling}" if policy.max_units is not None else "1 (no maximum, min 0)"
