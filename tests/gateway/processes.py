@@ -111,7 +111,9 @@ class Unit:
         return {"address": self.host, "grpcPort": self.grpc_port, "zone": self.zone, "ready": ready}
 
 
-def start_unit(model: str, zone: str, logs: Path, *, host: str = HOST) -> Unit:
+def start_unit(
+    model: str, zone: str, logs: Path, *, host: str = HOST, log_level: str = "WARNING"
+) -> Unit:
     grpc, http, metrics = free_port(host), free_port(host), free_port(host)
     process = Process(
         f"unit-{model}-{grpc}",
@@ -135,7 +137,7 @@ def start_unit(model: str, zone: str, logs: Path, *, host: str = HOST) -> Unit:
             "--grace-period",
             "2",
             "--log-level",
-            "WARNING",
+            log_level,
         ],
         logs / f"unit-{grpc}.log",
     ).start()
@@ -169,12 +171,14 @@ def wait_ready(unit: Unit, *, timeout: float = 180.0) -> None:
 
 
 @contextlib.contextmanager
-def units(specs: list[tuple[str, str]], logs: Path, *, host: str = HOST) -> Iterator[list[Unit]]:
+def units(
+    specs: list[tuple[str, str]], logs: Path, *, host: str = HOST, log_level: str = "WARNING"
+) -> Iterator[list[Unit]]:
     """Start units [(model, zone)] in parallel and wait until all are ready."""
     started: list[Unit] = []
     try:
         for model, zone in specs:
-            started.append(start_unit(model, zone, logs, host=host))
+            started.append(start_unit(model, zone, logs, host=host, log_level=log_level))
         for unit in started:
             wait_ready(unit)
         yield started

@@ -9,31 +9,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kiu.gateway import auth
-
+from .clients import Reviewer
 from .conftest import NAMESPACE, directory, png, version
 from .signing import sign
 
 PATH = f"/v1/namespaces/{NAMESPACE}/projectversions/shoes-v3:detect"
-
-
-class Reviewer:
-    """TokenReview and SubjectAccessReview as a fake API server answers them."""
-
-    def __init__(self) -> None:
-        self.reviews = 0
-        self.decisions: list[tuple[str, str, str, str]] = []
-
-    async def review(self, token: str) -> auth.Identity | None:
-        self.reviews += 1
-        users = {"alice-token": "alice", "bob-token": "bob"}
-        return auth.Identity(username=users[token], groups=("dev",)) if token in users else None
-
-    async def allowed(
-        self, identity: auth.Identity, *, namespace: str, name: str, verb: str
-    ) -> bool:
-        self.decisions.append((identity.username, namespace, name, verb))
-        return identity.username == "alice"
 
 
 async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:

@@ -46,13 +46,8 @@ class Api:
         self._read_timeout = read_timeout
 
     async def handle(self, request: web.Request) -> web.Response:
-        target = request.headers.get("X-Amz-Target", "")
-        operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
         try:
-            if operation not in OPERATIONS:
-                raise errors.UnknownOperation(
-                    f"Operation {target[:100]!r} is not supported by this endpoint."
-                )
+            operation = operation_of(request.headers.get("X-Amz-Target", ""))
             too_large: errors.GatewayError = (
                 errors.ImageTooLarge("Request size exceeds the limit.")
                 if operation == "DetectCustomLabels"
@@ -79,6 +74,16 @@ class Api:
             return wire.json_response(answer)
         except errors.GatewayError as error:
             return wire.error_response(error)
+
+
+def operation_of(target: str) -> str:
+    """The operation an ``X-Amz-Target`` header names, or UnknownOperation."""
+    operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
+    if operation not in OPERATIONS:
+        raise errors.UnknownOperation(
+            f"Operation {target[:100]!r} is not supported by this endpoint."
+        )
+    return operation
 
 
 def describe(spec: ModelSpec) -> dict[str, Any]:

@@ -12,6 +12,14 @@ Every response carries ``x-amzn-RequestId``. An exception that escapes a handler
 becomes InternalServerError (logged without the request body); an unknown path
 or method answers in the same error shape.
 
+Slow and numerous clients: a request's line and headers must arrive within
+``header_timeout`` seconds of its first byte, its body within ``read_timeout``
+(RequestTimeoutException, then the connection is closed), and idle keep-alive
+connections close after ``keepalive_timeout``; so a client sending a byte a
+second holds a connection for a bounded time. Beyond ``max_connections`` open
+connections a new one is closed at once. A body whose Content-Length exceeds
+``max_body`` is refused before any of it is read.
+
 Shutdown (:meth:`Gateway.stop`, on SIGTERM): ``/readyz`` turns 503 at once, so
 load balancers stop sending; after ``shutdown_delay`` the listening socket
 closes, idle connections are closed, requests in progress run to completion
@@ -36,6 +44,10 @@ log = logging.getLogger(__name__)
 
 #: A 4 MB image in base64 is 5.6 MB; the rest of the JSON document is small.
 DEFAULT_MAX_BODY = 6 * 1024 * 1024
+#: Seconds a request line and its headers may take to arrive, from their first byte.
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: Open client connections; a new one beyond this is closed at once.
+DEFAULT_MAX_CONNECTIONS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +56,9 @@ class Settings:
     port: int = 8080
     max_body: int = DEFAULT_MAX_BODY
     read_timeout: float = 30.0
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     keepalive_timeout: float = 75.0
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     shutdown_delay: float = 0.0
     shutdown_timeout: float = 30.0
     access_log: bool = False
@@ -69,6 +83,8 @@ class Gateway:
         self._settings = settings
         self._objects = objects
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._connections: dict[asyncio.BaseTransport, _Connection] = {}
         self._source_task: asyncio.Task[None] | None = None
         self.draining = False
         self.port = settings.port
@@ -103,11 +119,15 @@ class Gateway:
             shutdown_timeout=settings.shutdown_timeout,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, settings.host, settings.port)
-        await site.start()
-        addresses = self._runner.addresses
-        if addresses:
-            self.port = addresses[0][1]
+        handlers = self._runner.server
+        assert handlers is not None
+        self._listener = await asyncio.get_running_loop().create_server(
+            lambda: _Connection(handlers(), self._connections, settings),
+            settings.host,
+            settings.port,
+            reuse_address=True,
+        )
+        self.port = self._listener.sockets[0].getsockname()[1]
         log.info("gateway listening on %s:%s", settings.host, self.port)
 
     async def stop(self) -> None:
@@ -116,6 +136,8 @@ class Gateway:
         log.info("shutting down: draining for %.1fs", self._settings.shutdown_delay)
         if self._settings.shutdown_delay > 0:
             await asyncio.sleep(self._settings.shutdown_delay)
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._source_task is not None:
@@ -134,6 +156,10 @@ class Gateway:
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         gauge = self._metrics.http_in_flight
         gauge.inc()
+        transport = request.transport
+        connection = self._connections.get(transport) if transport is not None else None
+        if connection is not None:
+            connection.headers_arrived()
         try:
             response = await handler(request)
         except web.HTTPNotFound:
@@ -147,6 +173,10 @@ class Gateway:
             response = wire.error_response(errors.InternalServerError())
         finally:
             gauge.dec()
+            if connection is not None:
+                connection.answered()
+        if not request.content.is_eof():
+            response.force_close()  # the rest of an unread body is not worth waiting for
         response.headers[wire.REQUEST_ID] = str(uuid.uuid4())
         return response
 
@@ -166,3 +196,82 @@ class Gateway:
         return web.Response(
             body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: aiohttp's handler, plus the limits aiohttp lacks.
+
+    aiohttp bounds an idle connection (keep-alive) and, through ``read_timeout``
+    in the adapters, a body; this bounds the request line and headers, counted
+    from their first byte so an idle keep-alive connection is not affected, and
+    caps the number of open connections.
+    """
+
+    def __init__(
+        self,
+        handler: asyncio.Protocol,
+        registry: dict[asyncio.BaseTransport, _Connection],
+        settings: Settings,
+    ) -> None:
+        self._handler = handler
+        self._registry = registry
+        self._settings = settings
+        self._transport: asyncio.Transport | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_request = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if len(self._registry) >= self._settings.max_connections:
+            log.warning("refused a connection: %d are open", len(self._registry))
+            transport.abort()
+            return
+        self._transport = transport
+        self._registry[transport] = self
+        self._handler.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
+        if not self._in_request and self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(
+                self._settings.header_timeout, self._too_slow
+            )
+        self._handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._handler.eof_received() if self._transport is not None else None
+
+    def pause_writing(self) -> None:
+        self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is None:
+            return
+        self._cancel()
+        self._registry.pop(self._transport, None)
+        self._handler.connection_lost(exc)
+
+    def headers_arrived(self) -> None:
+        self._in_request = True
+        self._cancel()
+
+    def answered(self) -> None:
+        self._in_request = False
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self._transport is not None and not self._in_request:
+            log.info(
+                "closed a connection whose request headers took over %.0fs",
+                self._settings.header_timeout,
+            )
+            self._transport.abort()
+
+    def _cancel(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None

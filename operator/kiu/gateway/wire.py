@@ -17,7 +17,13 @@ REQUEST_ID = "x-amzn-RequestId"
 async def read_body(
     request: web.Request, *, within: float, too_large: errors.GatewayError
 ) -> bytes:
-    """The whole body, within ``within`` seconds and the app's ``client_max_size``."""
+    """The whole body, within ``within`` seconds and the app's ``client_max_size``.
+
+    A declared Content-Length over the limit is refused before a byte is read.
+    """
+    declared = request.content_length
+    if declared is not None and declared > request.client_max_size:
+        raise too_large
     try:
         async with asyncio.timeout(within):
             return await request.read()
