@@ -42,6 +42,10 @@ test: venv tools check ## everything: static checks, unit tests, and end-to-end 
 unit-tests: venv ## only the tests that need no cluster
 	$(BIN)/pytest -m 'not cluster'
 
+.PHONY: fuzz
+fuzz: venv ## property-based fuzzing of request parsing and image admission, long random run
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/gateway/test_fuzz.py tests/gateway/test_images.py
+
 cluster-up: venv tools ## start the local control plane and node agent; prints KUBECONFIG=<path>
 	hack/cluster.sh up
 
@@ -67,7 +71,7 @@ demo-down: ## uninstall the demo's kiu release and stop the local cluster
 		namespace demo --ignore-not-found --wait=false
 	hack/cluster.sh down
 
-.PHONY: bench bench-gateway bench-tps bench-autoscaler bench-e2e bench-operator
+.PHONY: bench bench-gateway bench-tps bench-autoscaler bench-e2e bench-operator bench-cold-start
 
 bench: venv tools ## every benchmark, then bench/README.md from bench/results/*.json (under 20 min)
 	$(BIN)/python -m bench.run
@@ -86,3 +90,12 @@ bench-e2e: venv tools ## step load through the chart-installed gateway on the lo
 
 bench-operator: venv tools ## 200 and 1000 ProjectVersions on simulated nodes of the local cluster
 	$(BIN)/python -m bench.run operator
+
+bench-cold-start: venv tools ## a call to a model at zero units on the local cluster, against a warm call
+	$(BIN)/python -m bench.run cold-start
+
+.PHONY: reliability
+
+reliability: venv tools ## fault scenarios under load on the local cluster, then docs/reliability.md (about 6 min)
+	rm -f .kiu/reliability/*.json
+	$(BIN)/pytest -m reliability; status=$$?; $(BIN)/python hack/reliability_doc.py; exit $$status

@@ -5,6 +5,9 @@
 #   hack/cluster.sh up       start (or reuse a healthy cluster); prints KUBECONFIG=<path>
 #   hack/cluster.sh down     stop everything it started, remove netns/bridge/rules
 #   hack/cluster.sh status   components, nodes, zones down
+#   hack/cluster.sh stop|start COMPONENT
+#                            stop or start one component of the running cluster
+#                            (e.g. kube-apiserver; etcd keeps the state)
 # State, certificates, logs: .kiu/ (KIU_STATE_DIR). See hack/README.md.
 set -euo pipefail
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

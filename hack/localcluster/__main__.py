@@ -1,4 +1,4 @@
-"""python -m localcluster {up,down,status,agent} (run by hack/cluster.sh)."""
+"""python -m localcluster {up,down,status,stop,start,agent} (run by hack/cluster.sh)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop everything up started")
     status = sub.add_parser("status", help="components, nodes and the agent")
     status.add_argument("-q", "--quiet", action="store_true", help="only the exit code")
+    for verb, what in (("stop", "stop"), ("start", "start again")):
+        one = sub.add_parser(verb, help=f"{what} one component of the running cluster")
+        one.add_argument("component", choices=[c.name for c in launcher.COMPONENTS])
     agent = sub.add_parser("agent", help="run the node agent in the foreground")
     agent.add_argument("--state", help="the state folder (informational; see KIU_STATE_DIR)")
     args = parser.parse_args(argv)
@@ -25,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "down":
         launcher.down(lay)
+        return 0
+    if args.cmd == "stop":
+        launcher.stop_component(lay, args.component)
+        return 0
+    if args.cmd == "start":
+        launcher.start_component(lay, args.component)
         return 0
     if args.cmd == "status":
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `status | head` is fine

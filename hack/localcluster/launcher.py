@@ -392,10 +392,7 @@ def _up(lay: Lay) -> None:
         shutil.rmtree(d, ignore_errors=True)
     lay.pods.mkdir(parents=True, exist_ok=True)
     netutil.bridge_up()
-    env = _base_env(lay)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(config.HACK), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
-    )
+    env = _component_env(lay)
     marker = lay.config / "kube-proxy.enabled"
     marker.unlink(missing_ok=True)
     wanted = [c for c in COMPONENTS if c.name != "kube-proxy"]
@@ -405,19 +402,8 @@ def _up(lay: Lay) -> None:
         netutil.enable_forwarding(lay)
     else:
         log("no kube-proxy (no iptables, KIU_KUBE_PROXY=0 or KIU_CLUSTER_ID>0): no ClusterIPs")
-    timeouts = {"etcd": 30.0, "kube-apiserver": 120.0}
     for comp in wanted:
-        pid = _start(lay, comp, env)
-        logfile = lay.logs / f"{comp.name}.log"
-
-        def check(comp: Component = comp, pid: int = pid, logfile: Path = logfile) -> bool:
-            if not _alive(pid):
-                raise SystemExit(
-                    f"{comp.name} exited during startup; see {logfile}:\n{_tail(logfile)}"
-                )
-            return comp.health(lay)
-
-        _wait(f"{comp.name} to become healthy", check, timeouts.get(comp.name, 60.0), logfile)
+        pid = _start_healthy(lay, comp, env)
         log(f"{comp.name} healthy (pid {pid}, {time.monotonic() - t0:.1f}s)")
     _wait("every node to be Ready", lambda: _nodes_ready(lay), 60.0, lay.logs / "node-agent.log")
     _wait(
@@ -427,6 +413,58 @@ def _up(lay: Lay) -> None:
         lay.logs / "kube-controller-manager.log",
     )
     log(f"cluster ready in {time.monotonic() - t0:.1f}s")
+
+
+def _component_env(lay: Lay) -> dict[str, str]:
+    env = _base_env(lay)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(config.HACK), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    )
+    return env
+
+
+_START_TIMEOUTS = {"etcd": 30.0, "kube-apiserver": 120.0}
+
+
+def _start_healthy(lay: Lay, comp: Component, env: dict[str, str]) -> int:
+    """Start one component and wait until its health check passes; its pid."""
+    pid = _start(lay, comp, env)
+    logfile = lay.logs / f"{comp.name}.log"
+
+    def check() -> bool:
+        if not _alive(pid):
+            raise SystemExit(f"{comp.name} exited during startup; see {logfile}:\n{_tail(logfile)}")
+        return comp.health(lay)
+
+    _wait(f"{comp.name} to become healthy", check, _START_TIMEOUTS.get(comp.name, 60.0), logfile)
+    return pid
+
+
+def stop_component(lay: Lay, name: str) -> None:
+    """Stop one component of the running cluster and keep the rest (a fault: the API
+    server gone while etcd keeps the state)."""
+    comp = BY_NAME[name]
+    with _locked(lay):
+        pid = _read_pid(lay, comp.name)
+        if pid is None:
+            log(f"{comp.name} is not running")
+            return
+        _stop_pid(pid, comp.name, timeout=10.0)
+        _pidfile(lay, comp.name).unlink(missing_ok=True)
+        log(f"{comp.name} stopped (pid {pid})")
+
+
+def start_component(lay: Lay, name: str) -> None:
+    """Start one stopped component of the running cluster again, with the same
+    arguments, and wait until it is healthy; a no-op if it runs."""
+    comp = BY_NAME[name]
+    with _locked(lay):
+        pid = _read_pid(lay, comp.name)
+        if pid is None:
+            pid = _start_healthy(lay, comp, _component_env(lay))
+            log(f"{comp.name} started (pid {pid})")
+        else:
+            log(f"{comp.name} already running (pid {pid})")
 
 
 def _nodes_ready(lay: Lay) -> bool:

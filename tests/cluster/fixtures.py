@@ -10,8 +10,11 @@ Registered for the whole test tree by tests/conftest.py
     started by hand with ``make cluster-up`` is left running), unless
     ``KIU_KEEP_CLUSTER=1``.
 ``cluster`` (function)
-    The same handle; after the test, any zone the test left down is repaired
-    (and its nodes are Ready again) so the next test starts from a whole cluster.
+    The same handle; after the test, any control plane component the test left
+    stopped is started again and any zone it left down is repaired (and its nodes
+    are Ready again) so the next test starts from a whole cluster.
+``projectversion_crd`` (session)
+    The ProjectVersion CRD from crds/, applied and Established.
 ``namespace`` (function)
     The name of a fresh namespace (its default ServiceAccount exists); deleted
     after the test.
@@ -98,6 +101,7 @@ class Cluster:
         self.env["KUBECONFIG"] = str(kubeconfig)
         self.env["PATH"] = f"{BIN}:{self.env.get('PATH', '/usr/bin:/bin')}"
         self._api: Any = None
+        self._stopped: set[str] = set()
 
     # -- command-line tools ---------------------------------------------------------
     def run(
@@ -249,12 +253,30 @@ class Cluster:
     def kill_pod_process(
         self, namespace: str, name: str, container: str | None = None, signal: str = "KILL"
     ) -> list[int]:
-        """Kill a pod's container process(es) (unit failure); returns the pids.
+        """Signal a pod's container process(es); returns the pids.
 
-        The container then restarts according to the pod's restartPolicy.
+        KILL (unit failure): the container restarts according to the pod's
+        restartPolicy. STOP freezes it (it hangs without dying: connections are
+        accepted, nothing answers, probes time out); CONT resumes it.
         """
         query = f"?signal={signal}" + (f"&container={container}" if container else "")
         return list(self._agent("POST", f"/pods/{namespace}/{name}/kill{query}")["pids"])
+
+    # -- control plane faults -------------------------------------------------------------
+    def stop_component(self, name: str) -> None:
+        """Stop one control plane component (e.g. "kube-apiserver"; etcd keeps the
+        state); the `cluster` fixture starts it again if the test does not."""
+        self._stopped.add(name)
+        _checked_cluster_sh("stop", name)
+
+    def start_component(self, name: str) -> None:
+        """Start a stopped component again and wait until it is healthy."""
+        _checked_cluster_sh("start", name)
+        self._stopped.discard(name)
+
+    def restore_components(self) -> None:
+        for name in sorted(self._stopped):
+            self.start_component(name)
 
     # -- namespaces ----------------------------------------------------------------------------
     def create_namespace(self, name: str) -> str:
@@ -319,6 +341,12 @@ def _cluster_sh(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _checked_cluster_sh(*args: str, timeout: float = 180) -> None:
+    proc = _cluster_sh(*args, timeout=timeout)
+    if proc.returncode != 0:
+        raise ClusterError(f"hack/cluster.sh {' '.join(args)} failed:\n{proc.stderr}{proc.stdout}")
+
+
 def start_cluster() -> tuple[Cluster, bool]:
     """Bring the cluster up (or reuse it): (handle, whether this call started it)."""
     was_running = _cluster_sh("status", "--quiet", timeout=60).returncode == 0
@@ -363,10 +391,22 @@ def kiu_cluster() -> Iterator[Cluster]:
         stop_cluster(cluster)
 
 
+@pytest.fixture(scope="session")
+def projectversion_crd(kiu_cluster: Cluster) -> None:
+    """The ProjectVersion CRD (crds/), applied and Established, for tests that need it
+    without installing the chart."""
+    kiu_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kiu_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/projectversions.kiu.dev", "--timeout=60s"
+    )
+
+
 @pytest.fixture
 def cluster(kiu_cluster: Cluster) -> Iterator[Cluster]:
-    """The local cluster; zones a test leaves down are repaired afterwards."""
+    """The local cluster; components a test left stopped are started and zones it left
+    down are repaired afterwards."""
     yield kiu_cluster
+    kiu_cluster.restore_components()
     for zone in kiu_cluster.agent_status().get("zonesDown", []):
         kiu_cluster.zone_repair(zone, wait=True)
 

@@ -137,6 +137,48 @@ def test_killed_process_is_restarted(cluster: Cluster, namespace: str) -> None:
     assert http_get(f"http://{fresh.status.pod_ip}:{HTTP_PORT}/")[0] == 200
 
 
+def test_a_frozen_process_hangs_turns_unready_and_resumes(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(deployment("frozen", 1, http_pod_spec()), namespace)
+    (pod,) = wait_ready_pods(cluster, namespace, "app=frozen", 1)
+    url = f"http://{pod.status.pod_ip}:{HTTP_PORT}/"
+    assert cluster.kill_pod_process(namespace, pod.metadata.name, signal="STOP")
+
+    # Alive but silent: the connection is accepted, no answer comes, the probe fails.
+    assert http_get(url, timeout=1.0)[0] == 0
+    wait_for(
+        lambda: not is_ready(cluster.core().read_namespaced_pod(pod.metadata.name, namespace)),
+        timeout=30,
+        what="the frozen pod to turn unready",
+    )
+    assert (namespace, pod.metadata.name) in {
+        (p["namespace"], p["name"]) for p in cluster.agent_status()["podList"]
+    }
+
+    cluster.kill_pod_process(namespace, pod.metadata.name, signal="CONT")
+    wait_ready_pods(cluster, namespace, "app=frozen", 1)
+    current = cluster.core().read_namespaced_pod(pod.metadata.name, namespace)
+    assert current.status.container_statuses[0].restart_count == 0
+    assert http_get(url)[0] == 200
+
+
+def test_api_server_stops_and_starts_with_the_state_kept(
+    cluster: Cluster, namespace: str, web: list[Any]
+) -> None:
+    cluster.stop_component("kube-apiserver")
+    try:
+        with pytest.raises(Exception, match=r"(?i)connect|refused|max retries"):
+            cluster.core().read_namespace(namespace, _request_timeout=3)
+        # The pods keep running and serving while the API server is gone.
+        assert http_get(f"http://{web[0].status.pod_ip}:{HTTP_PORT}/")[0] == 200
+    finally:
+        cluster.start_component("kube-apiserver")
+    pods = wait_ready_pods(cluster, namespace, "app=web", 3)
+    assert {p.metadata.uid for p in pods} == {p.metadata.uid for p in web}
+    # The controllers act again: a new Deployment gets its pod.
+    cluster.apply(deployment("after", 1, http_pod_spec()), namespace)
+    wait_ready_pods(cluster, namespace, "app=after", 1)
+
+
 def test_liveness_exec_probe_failure_restarts_the_container(
     cluster: Cluster, namespace: str
 ) -> None:

@@ -66,3 +66,33 @@ async def test_killing_a_unit_mid_load_fails_no_call(
         )
         after = await load.offer([(gw.url, 10.0)], arn=arn("shoes-v3"), image=image, seconds=2)
         assert load.tally(after) == {"ok": len(after)}
+
+
+async def test_a_frozen_unit_costs_half_a_deadline_not_a_failure(
+    doomed: list[processes.Unit], tmp_path: Path
+) -> None:
+    """A unit that hangs without dying refuses nothing: the first attempt's share of the
+    deadline runs out, the unit is avoided and the call is answered by another one."""
+    path = tmp_path / "directory.yaml"
+    content = directory([version("shoes-v3", units=[], tps=20)])
+    content["projectVersions"][0]["units"] = [u.entry() for u in doomed]
+    write(path, content)
+    image = next(scenes.scenes("classification", seed=5, count=1)).image
+    with processes.gateway(
+        path, tmp_path, "--request-deadline", "4", "--eject-seconds", "30"
+    ) as gw:
+        # the gateway's own zone is a: that unit takes the calls, and hangs
+        doomed[0].process.signal(signal.SIGSTOP)
+        try:
+            results = await load.offer([(gw.url, 5.0)], arn=arn("shoes-v3"), image=image, seconds=4)
+        finally:
+            doomed[0].process.signal(signal.SIGCONT)
+        counts = load.tally(results)
+        print(f"\nunit frozen mid-load: {dict(counts)}")
+        assert counts == {"ok": len(results)}, counts
+        slow = [r for r in results if r.latency > 1.5]
+        assert slow, "no call waited on the frozen unit"
+        assert all(r.latency < 4.0 for r in results), max(r.latency for r in results)
+        metrics = processes.metrics(gw)
+        assert metrics["kiu_gateway_unit_failures_total", (("reason", "deadline"),)] >= 1
+        assert metrics["kiu_gateway_unit_retries_total", ()] >= 1

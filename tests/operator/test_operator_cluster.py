@@ -1,4 +1,8 @@
-"""End to end on the local cluster: the operator, real `kiu unit` pods, real faults."""
+"""End to end on the local cluster: the operator, real `kiu unit` pods, real faults.
+
+Zone outages and an operator killed mid scale-up are scenarios under load on the
+chart-installed system: tests/reliability/.
+"""
 
 from __future__ import annotations
 
@@ -199,68 +203,6 @@ def _status_lag(cluster: Cluster, namespace: str, pod: str, *, in_service: int) 
     return max(status_at - pod_at, 0.0)
 
 
-def test_zone_outage_with_wait_keeps_the_zone_share_pending(
-    cluster: Cluster, namespace: str, operator: Operator
-) -> None:
-    cluster.apply(projectversion("shapes", minInferenceUnits=3), namespace)
-    _running(cluster, namespace, "shapes", 3)
-
-    cluster.zone_outage("zone-c", wait=True)
-    current = wait_status(cluster, namespace, "shapes", inServiceInferenceUnits=2, timeout=90)
-    assert current["status"] == "RUNNING"
-    assert replicas(cluster, namespace, "shapes") == ALL_ZONES
-    harness.wait_event(cluster, namespace, "shapes", "ZoneOutageWait")
-    wait_for(
-        lambda: condition(status(cluster, namespace, "shapes"), "Degraded")["status"] == "True",
-        timeout=60,
-        what="Degraded=True",
-    )
-
-    cluster.zone_repair("zone-c")
-    _running(cluster, namespace, "shapes", 3)
-    assert replicas(cluster, namespace, "shapes") == ALL_ZONES
-    zones = sorted(harness.pod_zone(cluster, p) for p in units(cluster, namespace, "shapes"))
-    assert zones == ["zone-a", "zone-b", "zone-c"]
-
-
-def test_zone_outage_with_rebalance_moves_units_and_back(
-    cluster: Cluster, namespace: str, operator: Operator
-) -> None:
-    cluster.apply(
-        projectversion("shapes", minInferenceUnits=3, zoneOutagePolicy="Rebalance"), namespace
-    )
-    _running(cluster, namespace, "shapes", 3)
-
-    cluster.zone_outage("zone-c", wait=True)
-    wait_for(
-        lambda: replicas(cluster, namespace, "shapes") == {"zone-a": 2, "zone-b": 1, "zone-c": 0},
-        timeout=60,
-        what="zone-c's unit moved to zone-a",
-    )
-    harness.wait_event(cluster, namespace, "shapes", "ZoneOutageRebalance")
-    wait_for(
-        lambda: (
-            sum(
-                harness.pod_zone(cluster, p) in {"zone-a", "zone-b"}
-                and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-                for p in units(cluster, namespace, "shapes")
-            )
-            == 3
-        ),
-        timeout=120,
-        what="3 ready units in the healthy zones",
-    )
-
-    cluster.zone_repair("zone-c")
-    wait_for(
-        lambda: replicas(cluster, namespace, "shapes") == ALL_ZONES,
-        timeout=60,
-        what="the even spread back",
-    )
-    _running(cluster, namespace, "shapes", 3)
-    harness.wait_event(cluster, namespace, "shapes", "ZonesRecovered")
-
-
 class FakeGateway:
     """A pod labelled as a gateway serving the gateway's demand counter from a file the
     test rewrites, so the operator finds it by label selector and scrapes its pod IP."""
@@ -377,33 +319,6 @@ def test_demand_scales_up_within_an_evaluation_and_down_after_the_delay(
         harness.wait_event(cluster, namespace, "shapes", "ScaleDown")
     finally:
         gateway.stop()
-
-
-def test_an_operator_killed_mid_scale_converges(
-    cluster: Cluster, namespace: str, start_operator: Any
-) -> None:
-    first = start_operator()
-    cluster.apply(projectversion("shapes", minInferenceUnits=3), namespace)
-    _running(cluster, namespace, "shapes", 3)
-    before = {p.metadata.uid: harness.restarts(p) for p in units(cluster, namespace, "shapes")}
-
-    harness.patch_spec(cluster, namespace, "shapes", minInferenceUnits=6)
-    wait_for(
-        lambda: sum(replicas(cluster, namespace, "shapes").values()) > 3,
-        timeout=30,
-        interval=0.05,
-        what="the scale-up to begin",
-    )
-    first.kill()
-    start_operator()
-    _running(cluster, namespace, "shapes", 6)
-
-    assert replicas(cluster, namespace, "shapes") == {"zone-a": 2, "zone-b": 2, "zone-c": 2}
-    deployments = cluster.apps().list_namespaced_deployment(namespace).items
-    assert len(deployments) == 3
-    after = {p.metadata.uid: harness.restarts(p) for p in units(cluster, namespace, "shapes")}
-    assert len(after) == 6
-    assert {uid: after.get(uid) for uid in before} == before
 
 
 def test_a_standby_takes_over_and_unit_hours_continue(

@@ -21,7 +21,15 @@ from .probes import Prober
 
 log = logging.getLogger("agent")
 
-SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "INT": signal.SIGINT}
+# STOP freezes a container (it hangs without dying: connections are accepted, nothing
+# answers); CONT resumes it.
+SIGNALS = {
+    "KILL": signal.SIGKILL,
+    "TERM": signal.SIGTERM,
+    "INT": signal.SIGINT,
+    "STOP": signal.SIGSTOP,
+    "CONT": signal.SIGCONT,
+}
 
 
 class Agent:
@@ -105,11 +113,11 @@ class Agent:
                 raise web.HTTPNotFound(text=f"pod {ns}/{name} is not running on this agent")
             sig = SIGNALS.get(req.query.get("signal", "KILL").upper().removeprefix("SIG"))
             if sig is None:
-                raise web.HTTPBadRequest(text="signal must be KILL, TERM or INT")
+                raise web.HTTPBadRequest(text=f"signal must be one of {', '.join(SIGNALS)}")
             pids = worker.kill_process(req.query.get("container"), sig)
             if not pids:
                 raise web.HTTPConflict(text=f"pod {ns}/{name} has no running process")
-            log.info("killed %s/%s processes %s with %s", ns, name, pids, sig.name)
+            log.info("signalled %s/%s processes %s with %s", ns, name, pids, sig.name)
             return web.json_response({"pids": pids, "signal": sig.name})
 
         app.add_routes(routes)

@@ -14,8 +14,12 @@ request waits (until its deadline) for a slot on any unit of the model. A call
 that fails before the unit answers (connection refused, UNAVAILABLE) is retried
 once on another unit, and the failed unit is avoided for ``eject_seconds`` so
 that a dead unit costs one retry, not one per request, until discovery removes
-it. A unit removed from the pool takes no new request and keeps its channel
-until its in-flight requests are done.
+it. A unit that hangs (frozen, or cut off without a reset) never refuses a
+connection, so while another unit could take a retry the first attempt gets
+only half of the time left: when it runs out the unit is avoided the same way
+and the call is retried elsewhere within the request's deadline, until the
+unit's readiness probe takes it out of discovery. A unit removed from the pool
+takes no new request and keeps its channel until its in-flight requests are done.
 """
 
 from __future__ import annotations
@@ -180,6 +184,10 @@ class Pool:
                 best = unit
         return best
 
+    def _others(self, unit: Unit) -> bool:
+        """Whether the pool has a unit other than ``unit`` to retry on."""
+        return any(u is not unit for u in self._units.values())
+
     def eject(self, unit: Unit) -> None:
         """Avoid a unit that failed to answer for a while."""
         unit.ejected_until = self._clock() + self._eject_seconds
@@ -245,24 +253,31 @@ class Pool:
         failed: Unit | None = None
         for attempt in range(2):
             unit = await self.acquire(exclude=failed, deadline=deadline)
+            retry_possible = attempt == 0 and self._others(unit)
             try:
                 seconds = deadline - loop.time()
                 if seconds <= 0:
                     raise upstream.DeadlineExceeded("no time left")
+                if retry_possible:
+                    seconds /= 2
                 prediction = await unit.channel.infer(model=model, image=image, seconds=seconds)
                 return prediction, attempt
             except upstream.Unavailable as exc:
                 self._failed("unavailable")
                 self.eject(unit)
                 log.warning("unit %s did not answer (%s)", unit.endpoint.target, exc)
-                if not any(u is not unit for u in self._units.values()):
+                if not self._others(unit):
                     break
                 failed = unit
             except upstream.DeadlineExceeded:
                 self._failed("deadline")
-                raise errors.Throttling(
-                    "The inference unit did not answer before the deadline."
-                ) from None
+                if not retry_possible or deadline <= loop.time():
+                    raise errors.Throttling(
+                        "The inference unit did not answer before the deadline."
+                    ) from None
+                self.eject(unit)
+                log.warning("unit %s did not answer in %.1f s", unit.endpoint.target, seconds)
+                failed = unit
             except upstream.Rejected:
                 self._failed("rejected")
                 raise errors.InvalidImageFormat("The image could not be decoded.") from None
