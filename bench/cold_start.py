@@ -36,26 +36,6 @@ WARM_CALLS = 5
 ACTIVATION = "kiu.dev/activation-requested-at"
 
 
-def projectversion() -> dict[str, Any]:
-    return {
-        "apiVersion": f"{chart.GROUP}/{chart.VERSION}",
-        "kind": "ProjectVersion",
-        "metadata": {"name": PV},
-        "spec": {
-            "project": "bench",
-            "minInferenceUnits": 0,
-            "maxInferenceUnits": 1,
-            "model": {
-                "name": "shapes-classifier",
-                "repository": "/opt/kiu/triton-models",
-                "task": "Classification",
-            },
-            "inferenceUnit": {"runtime": "cpu", "tps": 5},
-            "autoscaling": {"scaleToZeroAfterSeconds": IDLE_SECONDS},
-        },
-    }
-
-
 def run(*, quick: bool = False) -> dict[str, Any] | None:
     started = common.machine()
     cluster, we_started = start_cluster()
@@ -128,7 +108,16 @@ def _run(
     release: chart.Release, started: dict[str, Any], *, quick: bool, we_started: bool
 ) -> dict[str, Any]:
     cluster, namespace = release.cluster, release.namespace
-    cluster.apply(projectversion(), namespace)
+    cluster.apply(
+        common.classifier(
+            PV,
+            min_units=0,
+            max_units=1,
+            tps=5,
+            autoscaling={"scaleToZeroAfterSeconds": IDLE_SECONDS},
+        ),
+        namespace,
+    )
     arn = wait_for(
         lambda: release.status(PV).get("arn"), timeout=120, what="the ProjectVersion's ARN"
     )

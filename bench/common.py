@@ -17,6 +17,29 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 
 
+def classifier(
+    name: str, *, min_units: int, max_units: int, tps: float, autoscaling: dict[str, Any]
+) -> dict[str, Any]:
+    """A ProjectVersion of the shapes classifier on the cpu runtime (the image's models)."""
+    return {
+        "apiVersion": "kiu.dev/v1alpha1",
+        "kind": "ProjectVersion",
+        "metadata": {"name": name},
+        "spec": {
+            "project": "bench",
+            "minInferenceUnits": min_units,
+            "maxInferenceUnits": max_units,
+            "model": {
+                "name": "shapes-classifier",
+                "repository": "/opt/kiu/triton-models",
+                "task": "Classification",
+            },
+            "inferenceUnit": {"runtime": "cpu", "tps": tps},
+            "autoscaling": autoscaling,
+        },
+    }
+
+
 def machine() -> dict[str, Any]:
     """Facts about where and when a benchmark ran (absolute times depend on them)."""
     try:

@@ -73,26 +73,6 @@ def values(namespace: str) -> dict[str, Any]:
     }
 
 
-def projectversion() -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ProjectVersion",
-        "metadata": {"name": PV},
-        "spec": {
-            "project": "bench",
-            "minInferenceUnits": MIN_UNITS,
-            "maxInferenceUnits": MAX_UNITS,
-            "model": {
-                "name": "shapes-classifier",
-                "repository": "/opt/kiu/triton-models",
-                "task": "Classification",
-            },
-            "inferenceUnit": {"runtime": "cpu", "tps": TPS},
-            "autoscaling": {"scaleDownDelaySeconds": SCALE_DOWN_DELAY},
-        },
-    }
-
-
 class Poller:
     """Polls the ProjectVersion's status in a thread: (t, desired, in service, limit, demand)."""
 
@@ -277,7 +257,16 @@ def _run(
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/projectversions.kiu.dev", "--timeout=60s"
     )
-    cluster.apply(projectversion(), namespace)
+    cluster.apply(
+        common.classifier(
+            PV,
+            min_units=MIN_UNITS,
+            max_units=MAX_UNITS,
+            tps=TPS,
+            autoscaling={"scaleDownDelaySeconds": SCALE_DOWN_DELAY},
+        ),
+        namespace,
+    )
     t0 = time.monotonic()
 
     def status() -> dict[str, Any]:
