@@ -32,6 +32,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+#: Seconds between evaluations of the operators the tests start.
+EVALUATION_PERIOD = 1
+
+
 class Operator:
     """One `kiu operator` process for one namespace."""
 
@@ -56,7 +60,7 @@ class Operator:
             "--metrics-port",
             str(self.port),
             "--evaluation-period",
-            "1",
+            str(EVALUATION_PERIOD),
             "--failure-timeout",
             "20",
             "--gateway-namespace",
