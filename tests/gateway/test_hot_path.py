@@ -1,11 +1,11 @@
-"""Costs that must stay small: the throttling decision, request parsing, /metrics."""
+"""What keeps the hot path cheap, as behaviour: a throttled call touches neither the
+image nor a unit, the ARN is read without copying or decoding the image, and a
+demand scrape holds only the demand series. (How fast: `make bench-gateway`.)"""
 
 from __future__ import annotations
 
 import base64
 import json
-import statistics
-import time
 from typing import Any
 
 import pytest
@@ -25,10 +25,16 @@ class Quiet:
     async def set_state(self, **kwargs: Any) -> None: ...
 
 
-def plane(*, models: int = 1, tps: float = 1.0) -> dataplane.Dataplane:
+M0 = "arn:kiu:rekognition:retail:000000000000:project/p/version/m0/1"
+
+
+def plane(
+    *, models: int = 1, tps: float = 1.0, transport: FakeTransport | None = None
+) -> dataplane.Dataplane:
     meters = metrics.Metrics()
     table = catalog.Catalog(
-        pools=lambda: routing.Pool(transport=FakeTransport(), zone="a"), meters=meters
+        pools=lambda: routing.Pool(transport=transport or FakeTransport(), zone="a"),
+        meters=meters,
     )
     for i in range(models):
         table.put(
@@ -66,43 +72,30 @@ class Detect:
         return self._body.params()
 
 
-async def test_throttled_calls_are_decided_in_well_under_a_millisecond() -> None:
-    p = plane(tps=1.0)
+async def test_a_throttled_call_touches_neither_the_image_nor_a_unit() -> None:
+    transport = FakeTransport()
+    p = plane(tps=1.0, transport=transport)
     url = "http://gw:8080/"
-    body = json.dumps(
-        {
-            "ProjectVersionArn": "arn:kiu:rekognition:retail:000000000000:project/p/version/m0/1",
-            "Image": {"Bytes": base64.b64encode(png(640, 480)).decode()},
-        }
-    ).encode()
-    headers = sign(
-        url=url, body=body, headers={"X-Amz-Target": "RekognitionService.DetectCustomLabels"}
-    )
-    request = Detect(presented(url, body, headers), body)
-    await p.detect(request)  # the one token of the burst
-    timings = []
-    for _ in range(2000):
-        started = time.perf_counter()
-        with pytest.raises(errors.ProvisionedThroughputExceeded):
-            await p.detect(request)
-        timings.append(time.perf_counter() - started)
-    median = statistics.median(timings)
-    print(
-        f"\nthrottled DetectCustomLabels, signed, {len(body)} bytes: median {median * 1e6:.0f} us"
-    )
-    assert median < 0.001
 
+    def call(image: str) -> Detect:
+        body = json.dumps(
+            {
+                "ProjectVersionArn": M0,
+                "Image": {"Bytes": image},
+            }
+        ).encode()
+        headers = sign(
+            url=url, body=body, headers={"X-Amz-Target": "RekognitionService.DetectCustomLabels"}
+        )
+        return Detect(presented(url, body, headers), body)
 
-def test_the_bucket_decision_alone_is_microseconds() -> None:
-    entry = plane(tps=1.0).catalog.get("retail", "m0")
-    assert entry is not None
-    bucket = entry.bucket
-    started = time.perf_counter()
-    for _ in range(100_000):
-        bucket.try_acquire(now=time.monotonic())
-    per_call = (time.perf_counter() - started) / 100_000
-    print(f"\ntoken bucket decision: {per_call * 1e9:.0f} ns")
-    assert per_call < 20e-6
+    await p.detect(call(base64.b64encode(png(640, 480)).decode()))  # the burst's one token
+    sent = len(transport.calls)
+    assert sent == 1
+    # Not base64 and not an image: a call that looked at the image would fail on it.
+    with pytest.raises(errors.ProvisionedThroughputExceeded):
+        await p.detect(call("%%% not base64 %%%"))
+    assert len(transport.calls) == sent
 
 
 def test_arn_is_read_without_decoding_the_image() -> None:
@@ -114,17 +107,12 @@ def test_arn_is_read_without_decoding_the_image() -> None:
             "MinConfidence": 10,
         }
     ).encode()
-    started = time.perf_counter()
     doc, blob = awsjson.split_image(body)
-    elapsed = time.perf_counter() - started
     assert doc["ProjectVersionArn"] == arn("v")
+    assert doc["Image"]["Bytes"] == ""  # the JSON parser never saw the image
     assert blob is not None
+    assert blob.obj is body  # a view of the request body, not a copy
     assert bytes(blob) == base64.b64encode(image)
-    full = time.perf_counter()
-    json.loads(body)
-    whole = time.perf_counter() - full
-    print(f"\nsplit {len(body)} bytes in {elapsed * 1e3:.2f} ms; json.loads: {whole * 1e3:.2f} ms")
-    assert elapsed < 0.005
 
 
 json_values = st.recursive(
@@ -152,37 +140,17 @@ def test_splitting_agrees_with_json_loads(extra: Any, image: bytes, escape: bool
     assert parsed == json.loads(body)
 
 
-def test_metrics_scrape_with_thousands_of_models_is_cheap() -> None:
+def test_a_demand_scrape_holds_only_the_demand_series_of_every_model() -> None:
     p = plane(models=5000)
     meters = p._metrics
     for entry in p.catalog.entries():
         entry.meters.demand.inc()
         entry.meters.record(operation="DetectCustomLabels", outcome="success", seconds=0.01)
         entry.meters.record(operation="DetectCustomLabels", outcome="throttled", seconds=0.0001)
-    started = time.perf_counter()
     demand = meters.exposition(["kiu_gateway_demand_total"])
-    demand_time = time.perf_counter() - started
-    started = time.perf_counter()
+    samples = [line for line in demand.splitlines() if line and not line.startswith(b"#")]
+    assert len(samples) == 5000
+    assert all(line.startswith(b"kiu_gateway_demand_total{") for line in samples)
     everything = meters.exposition()
-    full_time = time.perf_counter() - started
-    print(
-        f"\n5000 models: demand-only scrape {demand_time * 1e3:.0f} ms "
-        f"({len(demand) // 1024} KiB), "
-        f"full scrape {full_time * 1e3:.0f} ms ({len(everything) // 1024} KiB)"
-    )
-    assert demand.count(b"\nkiu_gateway_demand_total{") == 5000
-    assert demand_time < 1.0
-    assert full_time < 5.0
-
-
-def test_recording_a_request_is_cheap() -> None:
-    p = plane(models=1)
-    entry = p.catalog.get("retail", "m0")
-    assert entry is not None
-    started = time.perf_counter()
-    for _ in range(20_000):
-        entry.meters.demand.inc()
-        entry.meters.record(operation="DetectCustomLabels", outcome="success", seconds=0.01)
-    per_call = (time.perf_counter() - started) / 20_000
-    print(f"\nmetrics per request: {per_call * 1e6:.1f} us")
-    assert per_call < 100e-6
+    assert everything.count(b"\nkiu_gateway_demand_total{") == 5000
+    assert len(everything) > 2 * len(demand)
