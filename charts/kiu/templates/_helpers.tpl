@@ -118,6 +118,13 @@ to scrape their demand counters.
 {{- end -}}
 
 {{/*
+The Secret of one access key: (list context keyName).
+*/}}
+{{- define "kiu.accessKeys.keySecretName" -}}
+{{- printf "%s-%s" (include "kiu.accessKeys.secretName" (index . 0)) (index . 1) | trunc 253 -}}
+{{- end -}}
+
+{{/*
 The access-key Secrets the gateway reads by name, as a JSON list: one per key the
 chart creates, then gateway.auth.accessKeySecrets. Unused with discoverAccessKeys.
 */}}
@@ -125,7 +132,7 @@ chart creates, then gateway.auth.accessKeySecrets. Unused with discoverAccessKey
 {{- $names := list }}
 {{- if .Values.accessKeys.create }}
 {{- range $key := .Values.accessKeys.keys }}
-{{- $names = append $names (printf "%s-%s" (include "kiu.accessKeys.secretName" $) $key.name | trunc 253) }}
+{{- $names = append $names (include "kiu.accessKeys.keySecretName" (list $ $key.name)) }}
 {{- end }}
 {{- end }}
 {{- concat $names .Values.gateway.auth.accessKeySecrets | uniq | toJson }}
