@@ -41,12 +41,14 @@ def test_spread_constraint_puts_one_ready_pod_in_each_zone(
 def test_pod_is_reachable_at_its_endpointslice_address(
     cluster: Cluster, namespace: str, web: list[Any]
 ) -> None:
+    expected = {p.status.pod_ip for p in web}
+    # Wait for exactly what is asserted: every pod's address ready, not just the first.
     addresses = wait_for(
-        lambda: ready_endpoints(cluster, namespace, "web") or None,
+        lambda: (found := ready_endpoints(cluster, namespace, "web")) == expected and found,
         timeout=30,
-        what="ready EndpointSlice addresses for service web",
+        what=f"ready EndpointSlice addresses {sorted(expected)} for service web",
     )
-    assert addresses == {p.status.pod_ip for p in web}
+    assert addresses == expected
     for address in addresses:
         status, body = http_get(f"http://{address}:{HTTP_PORT}/")
         assert status == 200
