@@ -35,6 +35,7 @@ Scalers compared on every trace, in the same run:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -58,6 +59,8 @@ HPA_TOLERANCE = 0.1
 HPA_DOWN_WINDOW = 300.0
 KIU_PERIOD = int(Config().evaluation_period)
 SEED = 20240611
+#: Each seeded trace is drawn anew for every seed; figures are the median over them.
+SEEDS = (SEED, SEED + 1000, SEED + 2000)
 DAY = 86_400
 HOUR = 3_600
 
@@ -71,6 +74,7 @@ class Trace:
     rate: np.ndarray  # the rate curve, calls/s, one value per second
     offered: np.ndarray  # calls offered in each second
     step: tuple[int, float, float] | None = None  # (second, rate before, rate after)
+    seeded: bool = True  # drawn at random (else the same for every seed)
 
     @property
     def seconds(self) -> int:
@@ -87,31 +91,31 @@ def _poisson(rate: np.ndarray, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).poisson(np.maximum(rate, 0.0)).astype(float)
 
 
-def steady() -> Trace:
+def steady(seed: int = SEED) -> Trace:
     rate = np.full(2 * HOUR, 12.0)
-    return Trace("steady", "12 TPS for 2 h (Poisson arrivals)", rate, _poisson(rate, SEED + 1))
+    return Trace("steady", "12 TPS for 2 h (Poisson arrivals)", rate, _poisson(rate, seed + 1))
 
 
-def step_up(offset: int = 7) -> Trace:
+def step_up(offset: int = 7, seed: int = SEED) -> Trace:
     at = 30 * 60 + offset
     rate = np.where(np.arange(90 * 60) < at, 3.0, 15.0)
     return Trace(
         "step-up",
         "3 TPS (below one unit's 5) for 30 min, then 15 TPS (three units' worth) for 60 min",
         rate,
-        _poisson(rate, SEED + 2),
+        _poisson(rate, seed + 2),
         step=(at, 3.0, 15.0),
     )
 
 
-def step_down(offset: int = 7) -> Trace:
+def step_down(offset: int = 7, seed: int = SEED) -> Trace:
     at = 30 * 60 + offset
     rate = np.where(np.arange(90 * 60) < at, 15.0, 3.0)
     return Trace(
         "step-down",
         "15 TPS for 30 min, then 3 TPS for 60 min",
         rate,
-        _poisson(rate, SEED + 3),
+        _poisson(rate, seed + 3),
         step=(at, 15.0, 3.0),
     )
 
@@ -127,7 +131,7 @@ _WEEKEND = [(0, 0.02), (8, 0.04), (10, 0.10), (13, 0.15), (16, 0.12), (19, 0.08)
 DIURNAL_PEAK = 60.0
 
 
-def diurnal() -> Trace:
+def diurnal(seed: int = SEED) -> Trace:
     """A business week: Monday to Friday office hours, nights and the weekend near zero."""
     seconds = np.arange(7 * DAY)
     hour = (seconds % DAY) / HOUR
@@ -135,7 +139,7 @@ def diurnal() -> Trace:
     weekend = np.interp(hour, *zip(*_WEEKEND, strict=True))
     shape = np.where(seconds // DAY < 5, weekday, weekend)
     # Minute-to-minute variation of +-5 % (smoothed log-normal) on top of the shape.
-    rng = np.random.default_rng(SEED + 4)
+    rng = np.random.default_rng(seed + 4)
     wobble = np.exp(rng.normal(0.0, 0.05, size=len(seconds) // 60 + 1))
     wobble = np.convolve(wobble, np.ones(5) / 5, mode="same")
     rate = DIURNAL_PEAK * shape * np.repeat(wobble, 60)[: len(seconds)]
@@ -145,7 +149,7 @@ def diurnal() -> Trace:
         "lunch dip, evening tail, nights 2-3 % of peak; weekends 2-15 %; +-5 % minute-level "
         "variation, Poisson arrivals",
         rate,
-        _poisson(rate, SEED + 5),
+        _poisson(rate, seed + 5),
     )
 
 
@@ -160,11 +164,12 @@ def diurnal_sine() -> Trace:
         "autoscaling than office hours)",
         rate,
         rate.copy(),
+        seeded=False,
     )
 
 
-def spiky() -> Trace:
-    rng = np.random.default_rng(SEED + 6)
+def spiky(seed: int = SEED) -> Trace:
+    rng = np.random.default_rng(seed + 6)
     seconds = 4 * HOUR
     rate = np.full(seconds, 4.0)
     t = int(rng.exponential(600))
@@ -176,22 +181,30 @@ def spiky() -> Trace:
         "spiky",
         "4 TPS for 4 h with bursts to 15-30 TPS lasting 10-60 s, about one every 10 min",
         rate,
-        _poisson(rate, SEED + 7),
+        _poisson(rate, seed + 7),
     )
 
 
-def slow_ramp() -> Trace:
+def slow_ramp(seed: int = SEED) -> Trace:
     rate = np.concatenate([np.linspace(2.0, 50.0, 4 * HOUR), np.full(HOUR // 2, 50.0)])
     return Trace(
         "slow-ramp",
         "2 to 50 TPS linearly over 4 h, then 30 min at 50 TPS",
         rate,
-        _poisson(rate, SEED + 8),
+        _poisson(rate, seed + 8),
     )
 
 
-def traces() -> list[Trace]:
-    return [steady(), step_up(), step_down(), diurnal(), diurnal_sine(), spiky(), slow_ramp()]
+def traces(seed: int = SEED) -> list[Trace]:
+    return [
+        steady(seed),
+        step_up(seed=seed),
+        step_down(seed=seed),
+        diurnal(seed),
+        diurnal_sine(),
+        spiky(seed),
+        slow_ramp(seed),
+    ]
 
 
 # -------------------------------------------------------------------------- scalers
@@ -251,6 +264,7 @@ class Kiu:
         rec = scaling.recommend(
             policy=self.policy,
             demand_tps=facts.offered_1m_tps if self.rate_1m else facts.offered_tps,
+            demand_seconds=min(60.0, facts.now) if self.rate_1m else float(self.period),
             current=facts.desired,
             running=True,
             history=self.history,
@@ -258,6 +272,36 @@ class Kiu:
         )
         self.history = rec.history
         return rec.desired
+
+
+@dataclass
+class Previous:
+    """kiu's previous rule, the baseline of the current one: size from the last period's
+    demand alone; up at once to ceil(demand / (0.7 tps)); down to the count demand needs
+    at 63 % (the target less a 10 % tolerance), as the maximum of such recommendations
+    over the last 300 s (the HPA's stabilisation window)."""
+
+    name: str
+    period: int
+    tolerance: float = 0.1
+    delay: float = 300.0
+    window: list[tuple[float, int]] = field(default_factory=list)
+
+    def initial(self, tps: float) -> int:
+        return max(MIN_UNITS, math.ceil(tps / (TPS * TARGET) - 1e-9))
+
+    def decide(self, facts: Facts) -> int:
+        current, demand = facts.desired, facts.offered_tps
+        needed = math.ceil(demand / (TPS * TARGET) - 1e-9)
+        if needed > current:
+            raw = needed
+        else:
+            raw = min(current, math.ceil(demand / (TPS * TARGET * (1 - self.tolerance)) - 1e-9))
+        if not self.window:
+            self.window = [(facts.now, current)]
+        self.window = [(t, u) for t, u in self.window if t > facts.now - self.delay]
+        self.window.append((facts.now, raw))
+        return min(max(max(u for _, u in self.window), raw, MIN_UNITS), MAX_UNITS)
 
 
 @dataclass
@@ -323,6 +367,7 @@ def scalers(trace: Trace) -> list[Scaler]:
         Kiu(f"kiu-{KIU_PERIOD}s", KIU_PERIOD),
         Kiu("kiu-15s", 15),
         Kiu(f"kiu-{KIU_PERIOD}s-rate1m", KIU_PERIOD, rate_1m=True),
+        Previous(f"kiu-{KIU_PERIOD}s-previous", KIU_PERIOD),
         Static("static-peak", max(1, math.ceil(peak / TPS - 1e-9))),
         Static("static-peak-70", max(1, math.ceil(peak / (TPS * TARGET) - 1e-9))),
         Hpa("hpa-served", served=True),
@@ -428,6 +473,7 @@ def figures(trace: Trace, run: Run) -> dict[str, Any]:
         "scale_downs": len(downs),
         "reversals": reversals,
         "changes_between_1_and_2_units": sum(1 for d in run.decisions if max(d[1], d[2]) <= 2),
+        "changes_after_10_min": sum(1 for d in run.decisions if d[0] >= 600),
         "max_units": int(run.in_service.max()),
     }
     if trace.step is not None:
@@ -523,83 +569,139 @@ def phase_sweep(make: Callable[[int], Trace]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- run
 
 
-def run(*, quick: bool = False) -> dict[str, Any]:
-    started = common.machine()
-    all_traces = traces()
-    if quick:
-        all_traces = [t for t in all_traces if t.name not in ("diurnal",)]
-    results: dict[str, Any] = {}
-    runs: dict[str, dict[str, Run]] = {}
+def clairvoyant(trace: Trace) -> dict[str, dict[str, float]]:
+    """Fleets that know the trace's true rate every second and start units instantly: the
+    best any scaler sizing by the same rule can do (a frontier, not a scaler)."""
+    rate, offered = trace.rate, trace.offered
+    rules = {
+        "70 % target": np.ceil(rate / (TPS * TARGET) - 1e-9),
+        "kiu's rule": np.maximum(
+            np.ceil(rate / (TPS * TARGET) - 1e-9),
+            np.ceil((rate + scaling.SECOND_SIGMAS * np.sqrt(rate)) / TPS - 1e-9),
+        ),
+    }
+    out = {}
+    for name, units in rules.items():
+        units = np.maximum(units, MIN_UNITS)
+        throttled = float(np.maximum(offered - units * TPS, 0.0).sum())
+        out[name] = {
+            "unit_hours": round(float(units.sum()) / HOUR, 2),
+            "throttled_pct": round(100 * throttled / float(offered.sum()), 3),
+        }
+    return out
+
+
+def _median(values: list[Any]) -> Any:
+    """The median of figures from the seeds (None if any is None: not measured)."""
+    if any(v is None for v in values):
+        return None
+    if not all(isinstance(v, int | float) for v in values):
+        return values[0]
+    middle = float(np.median(values))
+    if all(isinstance(v, int) for v in values) and middle.is_integer():
+        return int(middle)
+    return middle
+
+
+def combine(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures of several seeds: the median of each, and `range` = [min, max] of each."""
+    out: dict[str, Any] = {}
+    spread: dict[str, list[Any]] = {}
+    for key in per_seed[0]:
+        values = [f[key] for f in per_seed]
+        if isinstance(values[0], dict):
+            out[key] = combine(values)
+            continue
+        out[key] = _median(values)
+        if out[key] is not None and isinstance(out[key], int | float) and len(values) > 1:
+            spread[key] = [min(values), max(values)]
+    if spread:
+        out["range"] = spread
+    return out
+
+
+def _one_seed(
+    all_traces: list[Trace], runs: dict[str, dict[str, Run]] | None
+) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
     for trace in all_traces:
         common.log(f"autoscaler: {trace.name}")
-        runs[trace.name] = {}
-        entry: dict[str, Any] = {
+        entry: dict[str, Any] = {}
+        for scaler in scalers(trace):
+            outcome = simulate(trace, scaler)
+            if runs is not None:
+                runs.setdefault(trace.name, {})[scaler.name] = outcome
+            entry[scaler.name] = figures(trace, outcome)
+            if isinstance(scaler, Static):
+                entry[scaler.name]["units"] = scaler.units
+        for fig in entry.values():
+            for name, key in (
+                ("static-peak", "vs_static_peak"),
+                ("static-peak-70", "vs_static_peak_70"),
+                ("hpa-served", "vs_hpa_served"),
+                (f"kiu-{KIU_PERIOD}s-previous", "vs_previous"),
+            ):
+                fig[key] = round(fig["unit_hours"] / entry[name]["unit_hours"], 3)
+        results[trace.name] = {"scalers": entry, "clairvoyant": clairvoyant(trace)}
+    return results
+
+
+def run(*, quick: bool = False, seeds: tuple[int, ...] = SEEDS) -> dict[str, Any]:
+    started = common.machine()
+    if quick:
+        seeds = seeds[:1]
+    runs: dict[str, dict[str, Run]] = {}
+    per_seed: list[dict[str, dict[str, Any]]] = []
+    sweeps: list[dict[str, Any]] = []
+    first: list[Trace] = []
+    for n, seed in enumerate(seeds):
+        common.log(f"autoscaler: seed {seed}")
+        drawn = [t for t in traces(seed) if n == 0 or t.seeded]
+        if quick:
+            drawn = [t for t in drawn if t.name != "diurnal"]
+        if n == 0:
+            first = drawn
+        per_seed.append(_one_seed(drawn, runs if n == 0 else None))
+        common.log("autoscaler: phase sweep of the step")
+        sweeps.append(phase_sweep(functools.partial(step_up, seed=seed)))
+    results: dict[str, Any] = {}
+    for trace in first:
+        drawn_by_seed = [r[trace.name] for r in per_seed if trace.name in r]
+        results[trace.name] = {
             "description": trace.description,
             "seconds": trace.seconds,
             "peak_tps": round(trace.peak, 2),
             "mean_tps": round(float(trace.offered.mean()), 2),
             "mean_to_peak": round(float(trace.offered.mean()) / trace.peak, 3),
-            "scalers": {},
+            "seeds": len(drawn_by_seed),
+            "scalers": {
+                name: combine([r["scalers"][name] for r in drawn_by_seed])
+                for name in drawn_by_seed[0]["scalers"]
+            },
+            "clairvoyant": combine([r["clairvoyant"] for r in drawn_by_seed]),
         }
-        for scaler in scalers(trace):
-            outcome = simulate(trace, scaler)
-            runs[trace.name][scaler.name] = outcome
-            entry["scalers"][scaler.name] = figures(trace, outcome)
-            if isinstance(scaler, Static):
-                entry["scalers"][scaler.name]["units"] = scaler.units
-        base = entry["scalers"]
-        for _name, fig in base.items():
-            fig["vs_static_peak"] = round(fig["unit_hours"] / base["static-peak"]["unit_hours"], 3)
-            fig["vs_static_peak_70"] = round(
-                fig["unit_hours"] / base["static-peak-70"]["unit_hours"], 3
-            )
-            fig["vs_hpa_served"] = round(fig["unit_hours"] / base["hpa-served"]["unit_hours"], 3)
-        results[trace.name] = entry
-
-    common.log("autoscaler: phase sweep of the step")
-    sweep = phase_sweep(step_up)
+    sweep = {
+        name: {
+            **combine([{k: v for k, v in s[name].items() if k != "rows"} for s in sweeps]),
+            "rows": sweeps[0][name]["rows"],
+        }
+        for name in sweeps[0]
+    }
     startup_sensitivity: dict[str, Any] = {}
     if not quick:
-        trace = diurnal()
+        trace = diurnal(seeds[0])
         for delay in (30, 120, 300):
             common.log(f"autoscaler: diurnal with a {delay} s start-up")
-            kiu = figures(
-                trace, simulate(trace, Kiu(f"kiu-{KIU_PERIOD}s", KIU_PERIOD), startup=delay)
-            )
-            hpa = figures(trace, simulate(trace, Hpa("hpa-served", served=True), startup=delay))
-            startup_sensitivity[str(delay)] = {
-                f"kiu-{KIU_PERIOD}s": {k: kiu[k] for k in ("unit_hours", "throttled_pct")},
-                "hpa-served": {k: hpa[k] for k in ("unit_hours", "throttled_pct")},
-            }
-
-    kiu = f"kiu-{KIU_PERIOD}s"
-    targets: dict[str, Any] = {}
-    if "diurnal" in results:
-        d = results["diurnal"]["scalers"][kiu]
-        targets["diurnal_unit_hours_vs_static_peak"] = common.target(
-            d["vs_static_peak"], at_most=0.6, text="<= 0.60 of ceil(peak/tps) units"
-        )
-        targets["diurnal_unit_hours_vs_static_peak_70"] = common.target(
-            d["vs_static_peak_70"], at_most=0.6, text="<= 0.60 of ceil(peak/(0.7 tps)) units"
-        )
-        targets["diurnal_throttled_pct"] = common.target(
-            d["throttled_pct"], at_most=1.0, text="<= 1 % of demand throttled"
-        )
-    s = results["diurnal-sine"]["scalers"][kiu]
-    targets["diurnal_sine_unit_hours_vs_static_peak"] = common.target(
-        s["vs_static_peak"], at_most=0.6, text="<= 0.60 of ceil(peak/tps) units (sine trace)"
-    )
-    targets["first_decision_within_one_period"] = common.target(
-        sweep[kiu]["first_decision_max_s"],
-        at_most=KIU_PERIOD,
-        text=f"<= one evaluation period ({KIU_PERIOD} s) after the step, worst of 15 phases",
-    )
-    targets["first_decision_by_first_full_window"] = common.target(
-        sweep[kiu]["phases"] - sweep[kiu]["by_first_full_window"],
-        at_most=0,
-        text="no later than the first evaluation whose window lies wholly after the step "
-        "(value: phases where it came later)",
-    )
+            startup_sensitivity[str(delay)] = {}
+            for scaler in (
+                Kiu(f"kiu-{KIU_PERIOD}s", KIU_PERIOD),
+                Previous(f"kiu-{KIU_PERIOD}s-previous", KIU_PERIOD),
+                Hpa("hpa-served", served=True),
+            ):
+                fig = figures(trace, simulate(trace, scaler, startup=delay))
+                startup_sensitivity[str(delay)][scaler.name] = {
+                    k: fig[k] for k in ("unit_hours", "throttled_pct")
+                }
     result = {
         "name": NAME,
         "machine": started,
@@ -610,8 +712,10 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             "min_units": MIN_UNITS,
             "max_units": MAX_UNITS,
             "kiu_evaluation_period_s": KIU_PERIOD,
-            "kiu_policy": "scaling.Policy defaults (70 % target, 10 % tolerance, 300 s "
+            "kiu_policy": "scaling.Policy defaults (70 % target, 60 s stable window, 300 s "
             "scale-down delay)",
+            "previous_policy": "demand of the last period; up at once at 70 %, down at 63 % "
+            "(10 % tolerance), maximum over a 300 s scale-down delay",
             "hpa": {
                 "sync_period_s": HPA_PERIOD,
                 "tolerance": HPA_TOLERANCE,
@@ -622,16 +726,74 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             },
             "static_peak": "ceil(peak / tps); peak = highest one-minute mean of the trace",
             "static_peak_70": "ceil(peak / (0.7 tps))",
-            "seed": SEED,
+            "seeds": list(seeds),
             "quick": quick,
         },
         "traces": results,
         "step_phase_sweep": sweep,
         "startup_sensitivity_diurnal": startup_sensitivity,
-        "targets": targets,
+        "targets": targets(results, sweep),
     }
-    plot(all_traces, runs)
+    plot(first, runs)
     return result
+
+
+def targets(results: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
+    """The new policy against its targets; baselines are the same run's other scalers."""
+    kiu, previous = f"kiu-{KIU_PERIOD}s", f"kiu-{KIU_PERIOD}s-previous"
+    out: dict[str, Any] = {}
+    steady_ = results["steady"]["scalers"]
+    out["steady_unit_hours_vs_static_peak_70"] = common.target(
+        steady_[kiu]["vs_static_peak_70"],
+        at_most=1.05,
+        text="<= 1.05 of ceil(peak/(0.7 tps)) units, steady 12 TPS",
+    )
+    out["steady_throttled_pct_above_static_peak_70"] = common.target(
+        round(steady_[kiu]["throttled_pct"] - steady_["static-peak-70"]["throttled_pct"], 3),
+        at_most=0.0,
+        text="throttled no higher than static-peak-70 (value: difference, points)",
+    )
+    out["steady_changes_after_settling"] = common.target(
+        steady_[kiu]["changes_after_10_min"],
+        at_most=0,
+        text="0 changes of the count after the first 10 min, steady 12 TPS",
+    )
+    if "diurnal" in results:
+        d = results["diurnal"]["scalers"][kiu]
+        out["diurnal_unit_hours_vs_hpa_served"] = common.target(
+            d["vs_hpa_served"], at_most=0.9, text="<= 0.90 of hpa-served, business week"
+        )
+        out["diurnal_throttled_pct"] = common.target(
+            d["throttled_pct"], at_most=0.02, text="<= 0.02 % of demand throttled"
+        )
+        out["diurnal_reversals"] = common.target(
+            d["reversals"], at_most=30, text="<= 30 changes of direction in the week"
+        )
+        out["diurnal_unit_hours_vs_static_peak"] = common.target(
+            d["vs_static_peak"], at_most=0.6, text="<= 0.60 of ceil(peak/tps) units"
+        )
+    out["first_decision_worst_phase"] = common.target(
+        sweep[kiu]["first_decision_max_s"],
+        at_most=KIU_PERIOD,
+        text=f"<= {KIU_PERIOD} s after the step 3 -> 15 TPS in all 15 phases (worst phase)",
+    )
+    out["to_capacity_vs_previous_s"] = common.target(
+        sweep[kiu]["to_capacity_max_s"] - sweep[previous]["to_capacity_max_s"],
+        at_most=0,
+        text="worst time to capacity no later than the previous policy (value: difference, s)",
+    )
+    down = results["step-down"]["scalers"]
+    out["step_down_excess_vs_previous"] = common.target(
+        round(
+            down[kiu]["excess_unit_hours_after_step"]
+            - down[previous]["excess_unit_hours_after_step"],
+            3,
+        ),
+        at_most=0.0,
+        text="excess unit-hours after 15 -> 3 TPS no higher than the previous policy "
+        "(value: difference)",
+    )
+    return out
 
 
 def plot(all_traces: list[Trace], runs: dict[str, dict[str, Run]]) -> None:
@@ -673,25 +835,42 @@ def plot(all_traces: list[Trace], runs: dict[str, dict[str, Run]]) -> None:
     plt.close(fig)
 
 
+def _spread(f: dict[str, Any], key: str, fmt: str) -> str:
+    """A median figure, with its min-max over the seeds when they differ."""
+    value = f.get(key)
+    if value is None:
+        return "-"
+    text = format(value, fmt)
+    low, high = f.get("range", {}).get(key, (value, value))
+    if low != high:
+        text += f" ({format(low, fmt)}-{format(high, fmt)})"
+    return text
+
+
 def summary(result: dict[str, Any]) -> str:
     settings = result["settings"]
     period = settings["kiu_evaluation_period_s"]
     kiu = f"kiu-{period}s"
+    previous = f"{kiu}-previous"
     traces_ = result["traces"]
+    seeds = len(settings["seeds"])
     lines = [
-        f"Replay of `kiu.policy.scaling` with its defaults against static fleets and an "
-        f"HPA-like rule, all computed in the same run (deterministic: seeded traces, "
-        f"simulated time). {settings['tps_per_unit']:g} TPS per unit; added units are in "
-        f"service {settings['startup_seconds']} s after the decision; min "
-        f"{settings['min_units']} unit. Scalers: `{kiu}` (the operator's default "
-        f"evaluation period, demand over the last period), `kiu-15s` (the HPA's period), "
-        f"`{kiu}-rate1m` (demand as Prometheus' `rate[1m]`, the operator's "
-        f"`--prometheus-url` mode), `static-peak` = ceil(peak / tps) units (what a user of "
-        f"the reference service provisions), `static-peak-70` = ceil(peak / (0.7 tps)) "
-        f"(the same 30 % headroom as kiu), `hpa-served` / `hpa-offered` (Kubernetes HPA "
-        f"algorithm and default behaviour on served / offered calls per pod, target 70 %). "
-        f"Peak = highest one-minute mean of the trace. Unit-hours count units in service "
-        f"and starting. Throttled = calls beyond in-service capacity, per second, no retries.",
+        f"Replay of `kiu.policy.scaling` with its defaults against kiu's previous rule, "
+        f"static fleets and an HPA-like rule, all computed in the same run (seeded traces, "
+        f"simulated time; every seeded trace drawn with {seeds} seeds, figures are the "
+        f"median with min-max in brackets where they differ). {settings['tps_per_unit']:g} "
+        f"TPS per unit; added units are in service {settings['startup_seconds']} s after the "
+        f"decision; min {settings['min_units']} unit. Scalers: `{kiu}` (the operator's "
+        f"default evaluation period, demand over the last period), `kiu-15s` (the HPA's "
+        f"period), `{kiu}-rate1m` (demand as Prometheus' `rate[1m]`, the operator's "
+        f"`--prometheus-url` mode), `{previous}` (kiu's previous rule: "
+        f"{settings['previous_policy']}), `static-peak` = ceil(peak / tps) units (what a "
+        f"user of the reference service provisions), `static-peak-70` = ceil(peak / (0.7 "
+        f"tps)) (the same 30 % headroom as kiu), `hpa-served` / `hpa-offered` (Kubernetes "
+        f"HPA algorithm and default behaviour on served / offered calls per pod, target "
+        f"70 %). Peak = highest one-minute mean of the trace. Unit-hours count units in "
+        f"service and starting. Throttled = calls beyond in-service capacity, per second, "
+        f"no retries.",
         "",
         "Traces:",
         "",
@@ -703,17 +882,19 @@ def summary(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| trace | scaler | unit-hours | vs static-peak | vs static-peak-70 "
-        "| throttled % | ups / downs (reversals) | max units |",
-        "|---|---|---|---|---|---|---|---|",
+        "| trace | scaler | unit-hours | vs static-peak-70 | vs hpa-served | throttled % "
+        "| ups / downs | reversals | max units |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in traces_.items():
         for scaler, f in entry["scalers"].items():
             lines.append(
-                f"| {name} | {scaler} | {f['unit_hours']:.1f} "
-                f"| {f['vs_static_peak']:.2f} | {f['vs_static_peak_70']:.2f} "
-                f"| {f['throttled_pct']:.3f} | {f['scale_ups']} / {f['scale_downs']} "
-                f"({f['reversals']}) | {f['max_units']} |"
+                f"| {name} | {scaler} | {_spread(f, 'unit_hours', '.1f')} "
+                f"| {_spread(f, 'vs_static_peak_70', '.2f')} "
+                f"| {_spread(f, 'vs_hpa_served', '.2f')} "
+                f"| {_spread(f, 'throttled_pct', '.3f')} "
+                f"| {_spread(f, 'scale_ups', 'g')} / {_spread(f, 'scale_downs', 'g')} "
+                f"| {_spread(f, 'reversals', 'g')} | {_spread(f, 'max_units', 'g')} |"
             )
     up = traces_.get("step-up", {}).get("scalers", {})
     down = traces_.get("step-down", {}).get("scalers", {})
@@ -724,26 +905,28 @@ def summary(result: dict[str, Any]) -> str:
         "at each of 15 one-second offsets (columns 3-4). Down: 15 to 3 TPS.",
         "",
         "| scaler | first scale-up decision (s) | worst / mean over 15 phases (s) "
-        "| phases decided within one period | to capacity (s) | to target (s) "
+        "| phases decided within one period | to capacity, worst phase (s) | to target (s) "
         "| throttled, first 10 min % | first scale-down (s) | excess unit-hours after drop |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for scaler, w in sweep.items():
         u, d = up.get(scaler, {}), down.get(scaler, {})
         lines.append(
-            f"| {scaler} | {u.get('first_decision_s', '-')} "
-            f"| {w['first_decision_max_s']} / {w['first_decision_mean_s']} "
-            f"| {w['within_one_period']} of {w['phases']} ({w['period_s']} s) "
-            f"| {u.get('to_capacity_s', '-')} | {u.get('to_target_s', '-')} "
-            f"| {u.get('throttled_first_10min_pct', '-')} | {d.get('first_decision_s', '-')} "
-            f"| {d.get('excess_unit_hours_after_step', '-')} |"
+            f"| {scaler} | {_spread(u, 'first_decision_s', 'g')} "
+            f"| {_spread(w, 'first_decision_max_s', 'g')} / "
+            f"{_spread(w, 'first_decision_mean_s', '.1f')} "
+            f"| {_spread(w, 'within_one_period', 'g')} of {w['phases']} ({w['period_s']} s) "
+            f"| {_spread(w, 'to_capacity_max_s', 'g')} | {_spread(u, 'to_target_s', 'g')} "
+            f"| {_spread(u, 'throttled_first_10min_pct', '.2f')} "
+            f"| {_spread(d, 'first_decision_s', 'g')} "
+            f"| {_spread(d, 'excess_unit_hours_after_step', '.3f')} |"
         )
     sensitivity = result.get("startup_sensitivity_diurnal") or {}
     if sensitivity:
         names = list(next(iter(sensitivity.values())))
         lines += [
             "",
-            "Diurnal trace with other unit start-up delays (unit-hours; throttled %):",
+            "Diurnal trace (first seed) with other unit start-up delays (unit-hours; throttled %):",
             "",
             "| start-up | " + " | ".join(names) + " |",
             "|---|" + "---|" * len(names),
@@ -759,75 +942,67 @@ def summary(result: dict[str, Any]) -> str:
     lines += ["", "Observations (computed from the figures above):", ""]
     if "diurnal" in traces_:
         d = traces_["diurnal"]["scalers"]
+        best = traces_["diurnal"]["clairvoyant"]
+        ours = best["kiu's rule"]
         lines.append(
-            f"- Business-week diurnal: {kiu} uses {d[kiu]['vs_static_peak']:.0%} of the "
-            f"unit-hours of `static-peak` ({d['static-peak']['units']} units) and "
-            f"{d[kiu]['vs_static_peak_70']:.0%} of `static-peak-70` "
-            f"({d['static-peak-70']['units']} units), throttling "
-            f"{d[kiu]['throttled_pct']:.3f} % of demand (`static-peak` itself throttles "
-            f"{d['static-peak']['throttled_pct']:.2f} %: demand above the one-minute peak). "
-            f"The HPA-like rule uses {d['hpa-served']['unit_hours'] / d[kiu]['unit_hours']:.0%} "
-            f"of kiu's unit-hours and throttles {d['hpa-served']['throttled_pct']:.3f} %: its "
-            f"tolerance applies upwards too, so pods run up to 77 % before it adds one."
+            f"- Business week: {kiu} uses {d[kiu]['unit_hours']:.0f} unit-hours, "
+            f"{d[kiu]['vs_previous']:.0%} of the previous rule's "
+            f"({d[previous]['unit_hours']:.0f}) and {d[kiu]['vs_hpa_served']:.0%} of "
+            f"hpa-served's ({d['hpa-served']['unit_hours']:.0f}), throttling "
+            f"{d[kiu]['throttled_pct']:.3f} % of demand against {d[previous]['throttled_pct']:.3f}"
+            f" % and {d['hpa-served']['throttled_pct']:.3f} %, with {d[kiu]['reversals']} "
+            f"changes of direction against {d[previous]['reversals']} and "
+            f"{d['hpa-served']['reversals']}."
         )
-    sine = traces_["diurnal-sine"]["scalers"]
-    lines.append(
-        f"- Sine diurnal (mean = half the peak): {kiu} uses {sine[kiu]['unit_hours']:.0f} "
-        f"unit-hours, {sine[kiu]['vs_static_peak']:.0%} of `static-peak` and "
-        f"{sine[kiu]['vs_static_peak_70']:.0%} of `static-peak-70`: the 60 % target holds "
-        f"only against the fleet with the same headroom. No autoscaler with 30 % headroom "
-        f"can use much less than mean / (0.7 x peak) = "
-        f"{traces_['diurnal-sine']['mean_to_peak'] / 0.7:.0%} of `static-peak` here; "
-        f"the business week (mean/peak {traces_.get('diurnal', {}).get('mean_to_peak', 0):.2f}) "
-        f"leaves more to save. The shape was chosen to resemble office-hours traffic, not "
-        f"tuned to a number; both are reported."
-    )
+        lines.append(
+            f"- What is possible on this trace: a fleet that knows the true rate every second "
+            f"and starts units instantly uses {best['70 % target']['unit_hours']:.0f} "
+            f"unit-hours at a 70 % target and throttles "
+            f"{best['70 % target']['throttled_pct']:.3f} % (one second of Poisson calls above "
+            f"the units' full TPS, mostly at 1-3 units); with kiu's rule (also one second's "
+            f"noise within full TPS) {ours['unit_hours']:.0f} unit-hours and "
+            f"{ours['throttled_pct']:.3f} %. Any scaler pays at least that "
+            f"for that throttling; 0.90 of hpa-served "
+            f"({0.9 * d['hpa-served']['unit_hours']:.0f} unit-hours) together with 0.02 % "
+            f"throttled is below this frontier."
+        )
     if "steady" in traces_:
         st = traces_["steady"]["scalers"]
         needed = math.ceil(12.0 / (settings["tps_per_unit"] * settings["target_utilization"]))
         lines.append(
             f"- Measurement noise: at a steady 12 TPS (needs {needed} units at 70 %), {kiu} "
-            f"goes to {st[kiu]['max_units']} units and scales down {st[kiu]['scale_downs']} "
-            f"times ({st[kiu]['unit_hours']:.1f} unit-hours "
-            f"against {st['static-peak-70']['unit_hours']:.1f} for a static {needed}); "
-            f"`{kiu}-rate1m` at {st[kiu + '-rate1m']['max_units']}. Poisson arrivals counted "
-            f"over {period} s vary by sqrt(12 x {period}) / (12 x {period}) = "
-            f"{1 / math.sqrt(12 * period):.0%} (one sigma), more than the 10 % tolerance; "
-            f"the scale-down delay keeps the maximum of {300 // period} such readings, so "
-            f"noise holds one unit more. Averaging demand over a minute removes most of it "
-            f"at the cost of a slower first decision (see the step table)."
+            f"holds {st[kiu]['max_units']} units ({st[kiu]['unit_hours']:.1f} unit-hours, "
+            f"{st[kiu]['vs_static_peak_70']:.2f} of a static {needed}; "
+            f"{st[kiu]['changes_after_10_min']} changes after the first 10 min); the previous "
+            f"rule went to {st[previous]['max_units']} ({st[previous]['unit_hours']:.1f}): "
+            f"Poisson arrivals counted over {period} s vary by "
+            f"{1 / math.sqrt(12 * period):.0%} (one sigma), and it kept the maximum of "
+            f"{300 // period} such readings."
         )
-        if "diurnal" in traces_:
-            d = traces_["diurnal"]["scalers"]
-            lines.append(
-                f"- The same noise makes {kiu} change direction {d[kiu]['reversals']} times "
-                f"in the business week ({d[kiu]['changes_between_1_and_2_units']} of its "
-                f"{d[kiu]['scale_ups'] + d[kiu]['scale_downs']} changes are between 1 and 2 "
-                f"units: nights and weekends, when a {period} s window holds a handful of calls), "
-                f"against "
-                f"{d['kiu-15s']['reversals']} for kiu-15s and {d[kiu + '-rate1m']['reversals']} "
-                f"for `{kiu}-rate1m`; each such change keeps one extra unit for the 300 s delay."
-            )
     w = sweep.get(kiu)
     if w is not None:
         late = [r for r in w["rows"] if r["evaluations"] != 1]
         before = sorted({w["period_s"] - r["offset_s"] % w["period_s"] for r in late})
         lines.append(
-            f"- First scale-up decision: {kiu} decided at the first evaluation after the step "
-            f"in {w['phases'] - len(late)} of {w['phases']} phases, at the latest "
-            f"{w['first_decision_max_s']} s after it; it decided by the first evaluation "
-            f"whose window lies wholly after the step in {w['by_first_full_window']} of "
-            f"{w['phases']}. The later ones are steps landing "
-            f"{' or '.join(map(str, before))} s before an evaluation, when the few seconds "
-            f"of new demand in the window do not "
-            f"yet need more than the units the noisy 3 TPS had already brought."
+            f"- First scale-up decision (first seed): {kiu} decided at the first evaluation "
+            f"after the step in {w['phases'] - len(late) if w['rows'] else 0} of "
+            f"{w['phases']} phases. "
+            + (
+                f"The later ones are steps landing {' or '.join(map(str, before))} s before an "
+                f"evaluation: 1-2 s of 15 TPS in a 5 s window are 15-30 calls more than the "
+                f"15 of 3 TPS, within the noise a steady load shows about once a day per "
+                f"model, so they are decided one period later, on the first full window."
+                if late
+                else ""
+            )
         )
     if "spiky" in traces_:
         sp = traces_["spiky"]["scalers"]
         lines.append(
             f"- Bursts of 10-60 s are shorter than the {settings['startup_seconds']} s start-up: "
             f"every autoscaler throttles them ({kiu} {sp[kiu]['throttled_pct']:.1f} %, "
-            f"hpa-served {sp['hpa-served']['throttled_pct']:.1f} %); only standing headroom "
-            f"helps (`static-peak-70` {sp['static-peak-70']['throttled_pct']:.1f} %)."
+            f"{previous} {sp[previous]['throttled_pct']:.1f} %, hpa-served "
+            f"{sp['hpa-served']['throttled_pct']:.1f} %); only standing headroom helps "
+            f"(`static-peak-70` {sp['static-peak-70']['throttled_pct']:.1f} %)."
         )
     return "\n".join(lines)

@@ -165,6 +165,16 @@ REFUSED = [
         id="target>1",
     ),
     pytest.param(
+        _deep("autoscaling.stableWindowSeconds", 1),
+        "spec.autoscaling.stableWindowSeconds:",
+        id="stable window short",
+    ),
+    pytest.param(
+        _deep("autoscaling.stableWindowSeconds", 7200),
+        "spec.autoscaling.stableWindowSeconds:",
+        id="stable window long",
+    ),
+    pytest.param(
         _spec(zoneOutagePolicy="Panic"), "spec.zoneOutagePolicy: unsupported", id="policy"
     ),
     pytest.param(_spec(zones=["a", "a"]), "spec.zones: duplicate value 'a'", id="zone twice"),

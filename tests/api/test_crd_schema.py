@@ -125,6 +125,7 @@ def test_minimal_manifest_is_admitted_with_every_default_filled_in() -> None:
             "targetUtilization": 0.7,
             "scaleDownDelaySeconds": 300,
             "scaleToZeroAfterSeconds": 900,
+            "stableWindowSeconds": 60,
         },
         "zones": [],
         "zoneOutagePolicy": "Wait",

@@ -322,17 +322,40 @@ async def test_unit_hours_continue_from_the_status_after_a_restart(world: Any) -
 
 
 async def test_a_restart_neither_scales_down_nor_applies_again(world: Any) -> None:
-    w = world(minInferenceUnits=1, maxInferenceUnits=6)
-    w.reconciler.demand = {("retail", "shoes"): 17.0}  # 17 TPS / (5 x 0.7) -> 5 units
+    w = world(minInferenceUnits=1, maxInferenceUnits=10)
+    w.reconciler.demand = {("retail", "shoes"): 30.0}  # 30 TPS / (5 x 0.7) -> 9 units
     await w.reconcile()
-    assert w.status["desiredInferenceUnits"] == 5
+    assert w.status["desiredInferenceUnits"] == 9
     w.run_units()
     await w.reconcile()
     w.reconciler.memory.clear()
     w.reconciler.demand = {("retail", "shoes"): 0.0}
+    w.now += 5
     calls = await w.reconcile()
-    assert [body for _, _, body in calls] == [{"status": {"demandTps": 0.0}}]
-    assert w.status["desiredInferenceUnits"] == 5  # not before the scale-down delay
+    # Only the status changes: the demand, and the scaling history it was folded into.
+    assert [sorted(body["status"]) for _, _, body in calls] == [["demandTps", "scalingHistory"]]
+    assert w.status["desiredInferenceUnits"] == 9  # not before the scale-down delay
+
+
+async def test_a_restart_continues_the_scaling_history_from_the_status(world: Any) -> None:
+    w = world(minInferenceUnits=1, maxInferenceUnits=10)
+    w.reconciler.demand = {("retail", "shoes"): 12.0}
+    for _ in range(12):  # one minute of 12 TPS, one sample every 5 s
+        await w.reconcile()
+        await w.reconciler.evaluate(("retail", "shoes"), now=w.now)
+        await w.reconcile()
+        w.now += 5
+    stored = w.status["scalingHistory"]
+    before = w.reconciler.memory[("retail", "shoes")].decision.history
+    assert stored["stableSeconds"] == pytest.approx(before.stable.seconds)
+    assert stored["stableCalls"] == pytest.approx(before.stable.calls)
+    w.reconciler.memory.clear()  # a new operator process
+    await w.reconcile()
+    after = w.reconciler.memory[("retail", "shoes")].decision.history
+    # The minute of evidence goes on, aged by the 5 s since and with one more sample,
+    # instead of starting from that one sample.
+    assert after.stable.seconds > before.stable.seconds
+    assert after.recommendations[0][0] == pytest.approx(before.recommendations[0][0])
 
 
 async def test_a_crash_looping_unit_fails_a_start_after_the_timeout(world: Any) -> None:

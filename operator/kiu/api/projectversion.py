@@ -43,6 +43,7 @@ CATEGORY: Final = "kiu"
 MAX_INFERENCE_UNITS: Final = 1000
 MAX_TPS_PER_UNIT: Final = 10_000
 MAX_DELAY_SECONDS: Final = 86_400
+MAX_STABLE_WINDOW_SECONDS: Final = 3_600
 
 #: Condition types the operator reports.
 READY: Final = "Ready"
@@ -213,6 +214,7 @@ class Autoscaling(_Frozen):
     target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.7
     scale_down_delay_seconds: Annotated[int, Field(ge=0, le=MAX_DELAY_SECONDS)] = 300
     scale_to_zero_after_seconds: Annotated[int, Field(ge=0, le=MAX_DELAY_SECONDS)] = 900
+    stable_window_seconds: Annotated[int, Field(ge=5, le=MAX_STABLE_WINDOW_SECONDS)] = 60
 
 
 class Spec(_Frozen):
@@ -278,6 +280,26 @@ def _unique_types(conditions: tuple[Condition, ...]) -> tuple[Condition, ...]:
     return conditions
 
 
+class Recommended(_Frozen):
+    """A unit count the autoscaler recommended, and when."""
+
+    time: Timestamp
+    units: Units
+
+
+class ScalingHistory(_Frozen):
+    """The autoscaler's state between evaluations (`kiu.policy.scaling.History`)."""
+
+    recommendations: Annotated[
+        tuple[Recommended, ...], Field(max_length=MAX_INFERENCE_UNITS + 1, strict=False)
+    ] = ()
+    stable_calls: Rate | None = None
+    stable_seconds: Rate | None = None
+    stable_spread: Rate | None = None
+    sampled_at: Timestamp | None = None
+    burst_until: Timestamp | None = None
+
+
 class Status(_Frozen):
     """Observed state, written by the operator only; every field may be absent."""
 
@@ -300,6 +322,7 @@ class Status(_Frozen):
     ] = ()
     last_scale_time: Timestamp | None = None
     last_demand_time: Timestamp | None = None
+    scaling_history: ScalingHistory | None = None
 
 
 class Metadata(_Frozen):

@@ -30,13 +30,22 @@ Key = tuple[str, str]
 
 #: The gateway's counter of calls received per model, admitted or throttled.
 METRIC = "kiu_gateway_demand_total"
-#: The same rate, computed by Prometheus from the same counters.
+#: The same rate, computed by Prometheus from the same counters over the last minute.
 PROMQL = f"sum by (namespace, projectversion) (rate({METRIC}[1m]))"
+RANGE_SECONDS = 60.0
 
 
 class Source(Protocol):
     async def sample(self, *, now: float) -> Mapping[Key, float] | None:
         """TPS per model now (models not listed have none), or None if it cannot be known."""
+
+    @property
+    def window(self) -> float | None:
+        """Seconds the last sample measured over (None: not known yet).
+
+        The scaling policy weighs a sample by it: a rate over 60 s is a count of twelve
+        times as many calls as one over 5 s, with a third of the relative noise.
+        """
 
 
 def parse(text: str) -> dict[tuple[Key, str], float]:
@@ -96,6 +105,12 @@ class GatewayScraper:
         self._seen: dict[str, _Seen] = {}
         self._listed: set[str] = set()
         self._round: float | None = None
+        self._window: float | None = None
+
+    @property
+    def window(self) -> float | None:
+        """The time between the last two rounds (each replica's own interval is close to it)."""
+        return self._window
 
     async def sample(self, *, now: float) -> Mapping[Key, float] | None:
         try:
@@ -109,6 +124,7 @@ class GatewayScraper:
         names = [f"{pod.namespace}/{pod.name}" for pod in gateways]
         previous_round, listed = self._round, self._listed
         self._round, self._listed = now, set(names)
+        self._window = None if previous_round is None else now - previous_round
         self._seen = {name: seen for name, seen in self._seen.items() if name in self._listed}
         rates: defaultdict[Key, float] = defaultdict(float)
         measured = False
@@ -152,6 +168,11 @@ class PrometheusSource:
         self._session = session
         self._url = url.rstrip("/") + "/api/v1/query"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    @property
+    def window(self) -> float:
+        """The range of the rate in `PROMQL`."""
+        return RANGE_SECONDS
 
     async def sample(self, *, now: float) -> Mapping[Key, float] | None:
         try:

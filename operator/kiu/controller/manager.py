@@ -137,6 +137,8 @@ class Manager:
         sample = None if self.source is None else await self.source.sample(now=clock())
         self.metrics.sampled(known=sample is not None)
         self.reconciler.demand = sample
+        if self.source is not None and self.source.window is not None:
+            self.reconciler.demand_seconds = self.source.window
         now = clock()
         for key in list(self._seen):
             if await self.reconciler.evaluate(key, now=now):

@@ -37,6 +37,7 @@ Key = tuple[str, str]
 INVALID_SPEC = "InvalidSpec"
 APPLY_FAILED = "ApplyFailed"
 _DEMAND_DIGITS = 3
+_HISTORY_DIGITS = 6
 #: The demand an activation stands for: above zero, so a model at zero gets one unit.
 _ACTIVATION_TPS = 0.001
 #: lastDemandTime is stored to the second: an activation up to this much later than it
@@ -86,6 +87,9 @@ class Reconciler:
     clock: Callable[[], float] = time.time
     demand: Mapping[Key, float] | None = None
     """The latest demand sample (None: unknown), set by the evaluation loop."""
+    demand_seconds: float | None = None
+    """Seconds the latest sample measured over, set by the evaluation loop (None: one
+    evaluation period)."""
     memory: dict[Key, Memory] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ reconcile
@@ -248,8 +252,10 @@ class Reconciler:
                 target_utilization=spec.autoscaling.target_utilization,
                 scale_down_delay_seconds=spec.autoscaling.scale_down_delay_seconds,
                 scale_to_zero_after_seconds=spec.autoscaling.scale_to_zero_after_seconds,
+                stable_window_seconds=spec.autoscaling.stable_window_seconds,
             ),
             demand_tps=memory.demand,
+            demand_seconds=self.demand_seconds or self.config.evaluation_period,
             current=current,
             running=spec.state == "Running",
             history=memory.decision.history,
@@ -417,6 +423,7 @@ class Reconciler:
             "conditions": [_condition(c) for c in conditions],
             "lastScaleTime": _time(memory.last_scale_time),
             "lastDemandTime": _time(decision.history.last_demand_at),
+            "scalingHistory": _history_status(decision.history),
         }
         await self._patch_and_announce(ref=ref, old=body.get("status") or {}, new=new)
 
@@ -538,9 +545,10 @@ def _seed(
 ) -> scaling.Recommendation:
     """The decision an operator that just started inherits.
 
-    The last published desired count (else what the Deployments ask for) counts
-    as a recommendation made now, so nothing scales down before a full
-    scale-down delay has passed; idleness counts from the last demand recorded.
+    The last published desired count (else what the Deployments ask for), and the
+    scaling history the status keeps. Without one (written by an older operator),
+    the count counts as a recommendation made now, so nothing scales down before a
+    full scale-down delay has passed; idleness counts from the last demand recorded.
     """
     status = pv.status
     current = (
@@ -552,11 +560,49 @@ def _seed(
         cause=scaling.Cause.STEADY,
         reason="inherited",
         needed=current,
-        history=scaling.History(
-            recommendations=((now, current),),
+        history=_history(
+            status.scaling_history,
+            current=current,
             last_demand_at=now if last_demand is None else last_demand,
+            now=now,
         ),
     )
+
+
+def _history(
+    stored: projectversion.ScalingHistory | None,
+    *,
+    current: int,
+    last_demand_at: float,
+    now: float,
+) -> scaling.History:
+    if stored is None or not stored.recommendations:
+        return scaling.History(recommendations=((now, current),), last_demand_at=last_demand_at)
+    return scaling.History(
+        recommendations=tuple((r.time.timestamp(), r.units) for r in stored.recommendations),
+        last_demand_at=last_demand_at,
+        stable=scaling.Rate(
+            calls=stored.stable_calls or 0.0,
+            seconds=stored.stable_seconds or 0.0,
+            spread=stored.stable_spread or 0.0,
+        ),
+        sampled_at=_seconds(stored.sampled_at),
+        burst_until=_seconds(stored.burst_until),
+    )
+
+
+def _history_status(history: scaling.History) -> dict[str, Any]:
+    """The history as `status.scalingHistory` (times to the microsecond)."""
+    return {
+        "recommendations": [
+            {"time": _micro_time(t), "units": units} for t, units in history.recommendations
+        ],
+        "stableCalls": round(history.stable.calls, _HISTORY_DIGITS),
+        "stableSeconds": round(history.stable.seconds, _HISTORY_DIGITS),
+        "stableSpread": round(history.stable.spread, _HISTORY_DIGITS),
+        "sampledAt": _micro_time(history.sampled_at),
+        "burstUntil": _micro_time(history.burst_until),
+    }
 
 
 def _demand(sample: Mapping[Key, float] | None, key: Key) -> float | None:
