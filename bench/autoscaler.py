@@ -989,9 +989,11 @@ def summary(result: dict[str, Any]) -> str:
             f"{w['phases']} phases. "
             + (
                 f"The later ones are steps landing {' or '.join(map(str, before))} s before an "
-                f"evaluation: 1-2 s of 15 TPS in a 5 s window are 15-30 calls more than the "
-                f"15 of 3 TPS, within the noise a steady load shows about once a day per "
-                f"model, so they are decided one period later, on the first full window."
+                f"evaluation: 1-3 s of 15 TPS in a 5 s window are 12-36 calls more than the "
+                f"15 of 3 TPS, too few to tell from noise at the 5 sigma the policy requires "
+                f"(a threshold low enough for them would be crossed by a steady load several "
+                f"times a day), so they are decided one period later, on the first full "
+                f"window."
                 if late
                 else ""
             )

@@ -279,17 +279,22 @@ def test_lost_history_delays_rather_than_hastens_scale_down() -> None:
     assert recs[-1].desired == 2
 
 
-def test_a_sample_passed_again_counts_only_for_the_time_since() -> None:
-    (first,) = _replay(_policy(), [12.0], current=4)
-    again = scaling.recommend(
+def _at(history: scaling.History, now: float) -> scaling.Recommendation:
+    """One more evaluation of 12 TPS over 5 s at `now`, whatever the time of the last."""
+    return scaling.recommend(
         policy=_policy(),
         demand_tps=12.0,
         demand_seconds=PERIOD,
         current=4,
         running=True,
-        history=first.history,
-        now=0.5,
+        history=history,
+        now=now,
     )
+
+
+def test_a_sample_passed_again_counts_only_for_the_time_since() -> None:
+    (first,) = _replay(_policy(), [12.0], current=4)
+    again = _at(first.history, 0.5)
     assert again.history.stable.seconds == pytest.approx(
         first.history.stable.seconds * math.exp(-0.5 / 60) + 0.5
     )
@@ -297,15 +302,7 @@ def test_a_sample_passed_again_counts_only_for_the_time_since() -> None:
 
 def test_a_clock_that_goes_back_adds_no_time() -> None:
     (first,) = _replay(_policy(), [12.0], current=4, start=100.0)
-    back = scaling.recommend(
-        policy=_policy(),
-        demand_tps=12.0,
-        demand_seconds=PERIOD,
-        current=4,
-        running=True,
-        history=first.history,
-        now=90.0,
-    )
+    back = _at(first.history, 90.0)
     assert back.history.stable == first.history.stable
     assert back.desired == 4
 

@@ -11,8 +11,9 @@ sqrt(n): 13 % for 60 calls. The policy therefore keeps two views of the rate:
   bound fits fewer (then only after `scale_down_delay_seconds` of such evidence);
 * the *latest window*: when it is further from the stable rate than Poisson noise
   explains, the level has moved. The stable rate restarts from the window, and if the
-  window needs more units they are decided at once (a burst); no unit goes while a
-  burst is recent.
+  window needs more units they are decided at once (a burst). While a burst is
+  recent, the count follows the restarted stable rate up without waiting for its
+  bound, and no unit goes.
 
 A steady load thus settles on the units its rate needs and stays there, while a real
 step is acted on in the evaluation that measures it. With min 0, a model with no
@@ -244,7 +245,7 @@ def recommend(
     burst = moved and demand_tps > history.stable.tps and needed > current
     burst_until = now + window if burst else history.burst_until
     bursting = burst_until is not None and now < burst_until
-    if needed > current and (burst or _needed(low, policy) > current):
+    if needed > current and (bursting or _needed(low, policy) > current):
         raw = needed
     elif bursting:
         raw = current
