@@ -83,6 +83,7 @@ async def test_rates_from_counter_deltas(gateways: Gateways) -> None:
             "gw-2": PAGE.format(shoes=50, hats=0),
         }
         assert await _sample(scraper, now=0.0) is None  # nothing to compare with yet
+        assert scraper.window is None
 
         gateways.pages = {
             "gw-1": PAGE.format(shoes=150, hats=10),
@@ -92,6 +93,7 @@ async def test_rates_from_counter_deltas(gateways: Gateways) -> None:
             ("retail", "shoes"): 10.0,
             ("retail", "hats"): 1.0,
         }
+        assert scraper.window == 10.0  # what the scaling policy weighs the sample by
 
         # gw-2 restarted (its counter went down: its new value counts); gw-1 did not
         # answer and is left out of this sample.
@@ -186,6 +188,7 @@ async def test_prometheus_source_reads_the_rate_query() -> None:
             source = demand.PrometheusSource(session=session, url=f"http://127.0.0.1:{port}/")
             assert await source.sample(now=0.0) == {("retail", "shoes"): 4.5}
             assert queries == [demand.PROMQL]
+            assert source.window == 60.0  # the range of the query's rate
             unreachable = demand.PrometheusSource(session=session, url="http://127.0.0.1:1")
             assert await unreachable.sample(now=0.0) is None
     finally:
