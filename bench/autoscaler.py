@@ -813,6 +813,7 @@ def plot(all_traces: list[Trace], runs: dict[str, dict[str, Run]]) -> None:
         ax.plot(x, demand, color="black", lw=0.8, label="demand (TPS, 1-min mean)")
         for name, colour in (
             (kiu, "tab:blue"),
+            (f"{kiu}-previous", "tab:green"),
             ("hpa-served", "tab:orange"),
             ("static-peak", "tab:gray"),
         ):
