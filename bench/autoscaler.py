@@ -772,6 +772,16 @@ def targets(results: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
         out["diurnal_unit_hours_vs_static_peak"] = common.target(
             d["vs_static_peak"], at_most=0.6, text="<= 0.60 of ceil(peak/tps) units"
         )
+    sine = results["diurnal-sine"]["scalers"][kiu]
+    out["diurnal_sine_unit_hours_vs_static_peak"] = common.target(
+        sine["vs_static_peak"], at_most=0.6, text="<= 0.60 of ceil(peak/tps) units (sine trace)"
+    )
+    out["first_decision_by_first_full_window"] = common.target(
+        sweep[kiu]["phases"] - sweep[kiu]["by_first_full_window"],
+        at_most=0,
+        text="no later than the first evaluation whose window lies wholly after the step "
+        "(value: phases where it came later)",
+    )
     out["first_decision_worst_phase"] = common.target(
         sweep[kiu]["first_decision_max_s"],
         at_most=KIU_PERIOD,
