@@ -972,10 +972,10 @@ def summary(result: dict[str, Any]) -> str:
             f"{best['70 % target']['throttled_pct']:.3f} % (one second of Poisson calls above "
             f"the units' full TPS, mostly at 1-3 units); with kiu's rule (also one second's "
             f"noise within full TPS) {ours['unit_hours']:.0f} unit-hours and "
-            f"{ours['throttled_pct']:.3f} %. Any scaler pays at least that "
-            f"for that throttling; 0.90 of hpa-served "
-            f"({0.9 * d['hpa-served']['unit_hours']:.0f} unit-hours) together with 0.02 % "
-            f"throttled is below this frontier."
+            f"{ours['throttled_pct']:.3f} %. Even knowing the future, neither rule comes "
+            f"near 0.90 of hpa-served ({0.9 * d['hpa-served']['unit_hours']:.0f} "
+            f"unit-hours) with 0.02 % throttled: on this trace the two targets pull against "
+            f"each other, and kiu's defaults take the lower throttling."
         )
     if "steady" in traces_:
         st = traces_["steady"]["scalers"]
