@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
-from kiu.controller import reconciler, templates
+from kiu.controller import metrics, reconciler, templates
 from kiu.controller.config import Config
 from kiu.k8s import errors, events, observations, rest
 from kiu.manifests import workload
@@ -356,6 +357,13 @@ async def test_a_restart_continues_the_scaling_history_from_the_status(world: An
     # instead of starting from that one sample.
     assert after.stable.seconds > before.stable.seconds
     assert after.recommendations[0][0] == pytest.approx(before.recommendations[0][0])
+    scraped = generate_latest(
+        metrics.Metrics(memory=lambda: w.reconciler.memory, clock=lambda: w.now).registry
+    ).decode()
+    assert (
+        f'kiu_stable_demand_tps{{namespace="retail",projectversion="shoes"}} '
+        f"{after.stable.tps!r}" in scraped
+    )
 
 
 async def test_a_crash_looping_unit_fails_a_start_after_the_timeout(world: Any) -> None:

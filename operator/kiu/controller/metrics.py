@@ -1,6 +1,7 @@
 """The operator's Prometheus metrics and its small HTTP server (/metrics, /healthz).
 
-The per-model figures (desired, in service, min, max, unit-seconds, demand) are
+The per-model figures (desired, in service, min, max, unit-seconds, demand, the
+stable demand rate) are
 read from the reconciler's memory at scrape time rather than kept in gauges, so
 a deleted ProjectVersion simply stops appearing and unit-seconds are exact to
 the scrape (the ledger plus the units in service since its last entry).
@@ -55,6 +56,11 @@ class _Models(Collector):
         demand = GaugeMetricFamily(
             "kiu_demand_tps", "Calls per second received, admitted or throttled.", labels=_LABELS
         )
+        stable = GaugeMetricFamily(
+            "kiu_stable_demand_tps",
+            "The stable demand rate the autoscaler sizes from (docs/scaling.md).",
+            labels=_LABELS,
+        )
         now = self._clock()
         for key, memory in list(self._memory().items()):
             if memory.pv is None or memory.decision is None:
@@ -72,7 +78,10 @@ class _Models(Collector):
                 unit_seconds.add_metric(labels, ledger.unit_seconds + running)
             if memory.demand is not None:
                 demand.add_metric(labels, memory.demand)
-        yield from (desired, in_service, floor, ceiling, unit_seconds, demand)
+            history = memory.decision.history
+            if history.sampled_at is not None:
+                stable.add_metric(labels, history.stable.tps)
+        yield from (desired, in_service, floor, ceiling, unit_seconds, demand, stable)
 
 
 class Metrics:
