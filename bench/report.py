@@ -52,8 +52,11 @@ def _when(result: dict[str, Any]) -> str:
     duration = result.get("duration_s")
     took = f", took {duration:.0f} s" if isinstance(duration, int | float) else ""
     quick = " **(quick run: smoke-test loads)**" if result.get("settings", {}).get("quick") else ""
+    clean = {True: " (clean tree)", False: " **(uncommitted changes)**"}.get(
+        m.get("tree_clean"), ""
+    )
     return (
-        f"Last run {m.get('started', '?')} at commit `{m.get('commit', '?')}` on "
+        f"Last run {m.get('started', '?')} at commit `{m.get('commit', '?')}`{clean} on "
         f"{m.get('cpus', '?')} CPUs, load average {load} at the start and {load_end} at the "
         f"end{took}.{quick}"
     )
@@ -61,7 +64,13 @@ def _when(result: dict[str, Any]) -> str:
 
 def render() -> str:
     lines = [HEADER, "## Targets", ""]
-    lines += ["| benchmark | figure | value | target | verdict |", "|---|---|---|---|---|"]
+    lines += [
+        "Values are medians of repeated measurements in one run, [min, max] when repeated; "
+        "the verdict is on the median.",
+        "",
+        "| benchmark | figure | value | target | verdict |",
+        "|---|---|---|---|---|",
+    ]
     results: dict[str, dict[str, Any] | None] = {}
     modules: dict[str, Any] = {}
     for module_name, title, _ in SECTIONS:
@@ -75,8 +84,7 @@ def render() -> str:
         if not result.get("targets"):
             lines.append(f"| {title} | - | - | no target: measured figures, below | - |")
         for key, t in result.get("targets", {}).items():
-            value = t["value"]
-            shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+            shown = _value(t)
             lines.append(
                 f"| {title} | {key.replace('_', ' ')} | {shown} | {t['target']} "
                 f"| {common.verdict(t['met'])} |"
@@ -129,6 +137,18 @@ def render() -> str:
         if common.png(module.NAME).exists():
             lines += [f"![{title}](results/{module.NAME}.png)", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _value(t: dict[str, Any]) -> str:
+    """A target's value, with the spread of its repetitions when it has one."""
+
+    def number(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    shown = number(t["value"])
+    if t.get("min") is not None and t.get("max") is not None and t["min"] != t["max"]:
+        shown += f" [{number(t['min'])}, {number(t['max'])}]"
+    return shown
 
 
 def _first_paragraph(doc: str) -> str:
