@@ -32,7 +32,7 @@ holds the figures, the settings used and the machine's load when it ran.
 
 | command | what | needs |
 |---|---|---|
-| `make bench` | all six, then this file (under 20 minutes) | `make tools` |
+| `make bench` | all six, then this file (about an hour: 3 repetitions of each) | `make tools` |
 | `make bench-gateway` | gateway overhead against a unit called directly | venv |
 | `make bench-tps` | admitted rate against the limit, one and two replicas | venv |
 | `make bench-autoscaler` | `kiu.policy.scaling` against static fleets and an HPA | venv |
