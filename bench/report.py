@@ -28,8 +28,9 @@ Benchmarks measure; tests never assert speed. Absolute times on a shared machine
 drift, so every figure is compared with a baseline measured in the same run on
 the same machine (a unit called directly, the same gateway's `/healthz`, static
 fleets and an HPA-like rule replayed on the same trace, ...), and measured
-figures are the median of 3 repetitions in the same invocation, shown with their
-min and max; a verdict is on the median. Each result file holds the figures, the
+figures are the median of 3 repetitions in the same invocation, shown as
+`median [min, max]`; a verdict is on the median (a figure shown without
+`[min, max]` was measured once). Each result file holds the figures, the
 settings used, the commit and whether the tree was clean, and the machine's load
 when it ran.
 
