@@ -10,7 +10,7 @@ per call (from /proc, same window) gives its milliseconds per call. Work in C
 that called it.
 
     python -m bench.hot_path                 # the 53 KB scene, a 156 B image, throttled
-    python -m bench.hot_path --seconds 20
+    python -m bench.hot_path --seconds 20 --repetitions 5
 
 py-spy comes with the dev extra; it reads another process's memory, so it needs
 root or ptrace rights on the gateway (which this starts itself).
@@ -147,8 +147,9 @@ async def _load(call: loadgen.Call, seconds: float, *, outcome: str = "ok") -> i
 
 async def profile(
     gw_pid: int, call: loadgen.Call, *, seconds: float, spy: str, out: Path, outcome: str = "ok"
-) -> dict[str, Any]:
-    """Load the gateway with ``call`` while py-spy samples it; the stage table."""
+) -> tuple[collections.Counter[str], float]:
+    """Load the gateway with ``call`` while py-spy samples it: samples per stage, and the
+    gateway's CPU per call (ms) in the same window."""
     before = common.cpu_seconds(gw_pid)
     recorder = await asyncio.create_subprocess_exec(
         spy, "record", "--pid", str(gw_pid), "--rate", str(RATE_HZ), "--duration",
@@ -161,14 +162,7 @@ async def profile(
     text = await asyncio.to_thread(out.read_text) if recorder.returncode == 0 else None
     if text is None:
         raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
-    counts = parse_raw(text)
-    cpu_ms = 1000 * used / ok
-    return {
-        "calls": ok,
-        "gateway_cpu_ms_per_call": round(cpu_ms, 4),
-        "samples": sum(counts.values()),
-        "stages": table(counts, cpu_ms_per_call=cpu_ms),
-    }
+    return parse_raw(text), 1000 * used / ok
 
 
 async def healthz_cpu_ms(gw_pid: int, url: str, seconds: float) -> float:
@@ -184,31 +178,56 @@ async def healthz_cpu_ms(gw_pid: int, url: str, seconds: float) -> float:
 
 
 async def measure(
-    gw_pid: int, url: str, images: dict[str, bytes], *, seconds: float, spy: str, logs: Path
-) -> tuple[dict[str, dict[str, Any]], float]:
-    """The stage table of each image, and the /healthz floor of the same process."""
-    results: dict[str, dict[str, Any]] = {}
+    gw_pid: int,
+    url: str,
+    images: dict[str, bytes],
+    *,
+    seconds: float,
+    repetitions: int,
+    spy: str,
+    logs: Path,
+) -> dict[str, dict[str, Any]]:
+    """Each case's stage table over the repetitions, its CPU per call and that as a
+    multiple of /healthz of the same process in the same repetition (spreads)."""
     cases = [(label, "trivial", body, "ok") for label, body in images.items()]
     label, body = next(iter(images.items()))
     cases.append((f"throttled, {label}", "throttled", body, gateway.THROTTLED))
-    for label, model, body, outcome in cases:
-        call = loadgen.AwsJson(url, arn(model), body, concurrency=CONCURRENCY)
-        try:
-            await _load(call, 2.0)  # warm-up: connections, caches
-            common.log(f"hot path: profiling AWS JSON, {label}")
-            results[label] = await profile(
-                gw_pid, call, seconds=seconds, spy=spy, out=logs / "raw.txt", outcome=outcome
-            )
-        finally:
-            await call.close()
-    return results, await healthz_cpu_ms(gw_pid, url, seconds / 2)
+    counts: dict[str, collections.Counter[str]] = {c[0]: collections.Counter() for c in cases}
+    costs: dict[str, list[float]] = {c[0]: [] for c in cases}
+    floors: list[float] = []
+    for rep in range(repetitions):
+        for label, model, body, outcome in cases:
+            call = loadgen.AwsJson(url, arn(model), body, concurrency=CONCURRENCY)
+            try:
+                await _load(call, 2.0)  # warm-up: connections, caches
+                common.log(f"hot path: profiling AWS JSON, {label}, repetition {rep + 1}")
+                samples, cost = await profile(
+                    gw_pid, call, seconds=seconds, spy=spy, out=logs / "raw.txt", outcome=outcome
+                )
+            finally:
+                await call.close()
+            counts[label] += samples
+            costs[label].append(cost)
+        floors.append(await healthz_cpu_ms(gw_pid, url, seconds / 2))
+    results: dict[str, dict[str, Any]] = {}
+    for label, per_rep in costs.items():
+        spread = common.spread(per_rep, digits=4)
+        assert spread is not None
+        results[label] = {
+            "gateway_cpu_ms_per_call": spread,
+            "times_healthz": common.spread(c / f for c, f in zip(per_rep, floors, strict=True)),
+            "samples": sum(counts[label].values()),
+            "stages": table(counts[label], cpu_ms_per_call=spread["median"]),
+        }
+    results["GET /healthz"] = {"gateway_cpu_ms_per_call": common.spread(floors, digits=4)}
+    return results
 
 
-def markdown(results: dict[str, dict[str, Any]], healthz_ms: float) -> str:
-    names = list(results)
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    names = [n for n, r in results.items() if "stages" in r]
     stages: list[str] = []
-    for r in results.values():
-        stages += [row["stage"] for row in r["stages"] if row["stage"] not in stages]
+    for n in names:
+        stages += [row["stage"] for row in results[n]["stages"] if row["stage"] not in stages]
     header = " | ".join(f"{n}: ms/call (share)" for n in names)
     lines = [f"| stage | {header} |", "|---|" + "---|" * len(names)]
     for stage in stages:
@@ -218,21 +237,28 @@ def markdown(results: dict[str, dict[str, Any]], healthz_ms: float) -> str:
             cells.append(f"{row['ms_per_call']:.3f} ({row['share_pct']:.0f} %)" if row else "-")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     lines.append(
-        "| **gateway CPU per call** | "
-        + " | ".join(
-            f"**{r['gateway_cpu_ms_per_call']:.3f}** "
-            f"({r['gateway_cpu_ms_per_call'] / healthz_ms:.1f}x /healthz)"
-            for r in results.values()
-        )
+        "| **gateway CPU per call, ms** | "
+        + " | ".join(f"**{common.show(results[n]['gateway_cpu_ms_per_call'], 3)}**" for n in names)
         + " |"
     )
-    lines.append(f"\nGET /healthz of the same process: {healthz_ms:.3f} ms of CPU per call.")
+    lines.append(
+        "| as a multiple of GET /healthz | "
+        + " | ".join(f"{common.show(results[n]['times_healthz'], 1)}x" for n in names)
+        + " |"
+    )
+    floor = results["GET /healthz"]["gateway_cpu_ms_per_call"]
+    lines.append(
+        f"\nGET /healthz of the same process: {common.show(floor, 3)} ms of CPU per call. "
+        f"Stage shares are of the samples of all repetitions; CPU figures are medians "
+        f"[min, max] over the repetitions."
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15.0, help="load per profile")
+    parser.add_argument("--seconds", type=float, default=12.0, help="load per profile")
+    parser.add_argument("--repetitions", type=int, default=common.REPETITIONS)
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -245,8 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kiu-bench-hot-path-") as tmp:
         logs = Path(tmp)
         with gateway.fleet(logs) as (_, _, gw):
-            results, healthz = asyncio.run(
-                measure(gw.process.pid, gw.url, images, seconds=args.seconds, spy=spy, logs=logs)
+            results = asyncio.run(
+                measure(
+                    gw.process.pid,
+                    gw.url,
+                    images,
+                    seconds=args.seconds,
+                    repetitions=args.repetitions,
+                    spy=spy,
+                    logs=logs,
+                )
             )
     print(
         f"commit {started['commit']} (tree clean: {started['tree_clean']}), "
@@ -254,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.strftime('%Y-%m-%d %H:%M')}; {CONCURRENCY} concurrent calls, "
         f"py-spy at {RATE_HZ} Hz\n"
     )
-    print(markdown(results, healthz))
+    print(markdown(results))
     return 0
 
 
