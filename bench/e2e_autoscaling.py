@@ -307,11 +307,7 @@ def _run(
         if n:  # each repetition starts as the first did: the minimum in service, at rest
             common.log(f"e2e: waiting for {MIN_UNITS} unit(s) in service before repetition {n + 1}")
             wait_for(
-                lambda: (
-                    status().get("desiredInferenceUnits")
-                    == status().get("inServiceInferenceUnits")
-                    == MIN_UNITS
-                ),
+                lambda: _at(status(), MIN_UNITS),
                 timeout=300,
                 what=f"the ProjectVersion back at {MIN_UNITS} unit(s)",
                 interval=0.5,
@@ -371,6 +367,11 @@ def _run(
     }
     plot(result)
     return result
+
+
+def _at(status: dict[str, Any], units: int) -> bool:
+    """Whether a ProjectVersion's status has ``units`` desired and in service."""
+    return status.get("desiredInferenceUnits") == status.get("inServiceInferenceUnits") == units
 
 
 def _spreads(runs: list[dict[str, Any]]) -> dict[str, Any]:
