@@ -360,7 +360,7 @@ def measure_size(
     n: int,
     *,
     suffix: str,
-    repetition: int = 0,
+    repetition: int,
     kubeconfig: Path,
     requests: Requests,
     logs: Path,
