@@ -73,11 +73,15 @@ demo-down: ## uninstall the demo's kiu release and stop the local cluster
 
 .PHONY: bench bench-gateway bench-tps bench-autoscaler bench-e2e bench-operator bench-cold-start
 
-bench: venv tools ## every benchmark, then bench/README.md from bench/results/*.json (under 20 min)
+bench: venv tools ## every benchmark, then bench/README.md from bench/results/*.json (about an hour: 3 repetitions)
 	$(BIN)/python -m bench.run
 
 bench-gateway: venv ## gateway overhead against a unit called directly (loopback processes)
 	$(BIN)/python -m bench.run gateway
+
+.PHONY: profile-gateway
+profile-gateway: venv ## where the gateway's CPU goes per call, stage by stage (py-spy, loopback, root)
+	$(BIN)/python -m bench.hot_path
 
 bench-tps: venv ## admitted rate against the TPS limit, one and two gateway replicas
 	$(BIN)/python -m bench.run tps
