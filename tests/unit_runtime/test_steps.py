@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +75,18 @@ def test_inline_labels_replace_the_label_file(tmp_path: Path) -> None:
     step = load_step(config, directory)
     out = step({"PROBABILITIES": np.array([[0.1, 0.2, 0.3, 0.4]], np.float32)})
     assert out["LABELS"][0].tolist() == [b"star", b"triangle", b"square", b"circle"]
+
+
+def test_a_unit_that_cannot_load_exits_1_with_the_loaders_message_last(tmp_path: Path) -> None:
+    for step in ("", "-preprocess", "-onnx", "-postprocess"):
+        shutil.copytree(REPOSITORY / f"shapes-detector{step}", tmp_path / f"shapes-detector{step}")
+    (tmp_path / "shapes-detector-postprocess" / "1" / "thresholds.json").write_text("{}")
+    done = subprocess.run(
+        [sys.executable, "-m", "kiu", "unit", "--model-repository", str(tmp_path),
+         "--model", "shapes-detector", "--log-level", "WARNING"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("kiu unit: cannot load model 'shapes-detector': ")
+    assert "thresholds.json: no default threshold for labels ['circle'" in last
