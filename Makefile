@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# Triton 2.51 with its Python backend, for tests/unit_runtime/test_triton.py. Only the
+	@# server binary is used: without --no-deps its numpy<2 pin would downgrade numpy.
+	$(BIN)/pip install --quiet --no-deps 'nvidia-pytriton>=0.7'
 	touch $@
 
 venv: $(STAMP) ## create .venv and install kiu with its dev tools

@@ -13,165 +13,16 @@ import pytest
 from kiu.unit import importer
 
 from ..unit_runtime.own_models import (
+    MODELS,
     OwnModel,
     build,
     expected,
     import_flags,
-    metadata_labels,
     photo,
 )
 from . import processes
 from .conftest import arn, directory, rekognition, version, write
 
-IMAGENET = {"scale": 1 / 255, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
-FIVE = ["tabby", "tiger", "lynx", "puma", "ocelot"]
-THREE = ["person", "bicycle", "car"]
-
-MODELS = [
-    # NCHW float32, shorter side 73 + centre crop 64, ImageNet mean/std, logits -> softmax, top 3
-    OwnModel(
-        "cls-imagenet",
-        "classification",
-        FIVE,
-        resize="shorter-side",
-        resize_size=73,
-        activation="softmax",
-        top_k=3,
-        flags=["--preset", "imagenet", "--top-k", "3"],
-        seed=1,
-        **IMAGENET,
-    ),
-    # NHWC float16 in and out, stretch to 48x40, BGR, /255, softmax inside, labels inline
-    OwnModel(
-        "cls-nhwc-fp16-bgr",
-        "classification",
-        FIVE,
-        layout="NHWC",
-        dtype="float16",
-        width=48,
-        height=40,
-        colour="BGR",
-        scale=1 / 255,
-        softmax_inside=True,
-        output_dtype="float16",
-        seed=2,
-        flags=["--preset", "raw", "--colour", "BGR", "--scale", str(1 / 255), "--inline-labels"],
-    ),
-    # grey uint8, letterbox with a black border, nearest, multi-label sigmoid, labels in
-    # the model's metadata as a JSON list
-    OwnModel(
-        "cls-grey-uint8-sigmoid",
-        "classification",
-        THREE,
-        dtype="uint8",
-        channels=1,
-        width=56,
-        height=56,
-        resize="letterbox",
-        pad=0,
-        interpolation="nearest",
-        activation="sigmoid",
-        metadata=metadata_labels(THREE, key="classes"),
-        seed=3,
-        flags=[
-            "--preset",
-            "yolo",
-            "--pad",
-            "0",
-            "--interpolation",
-            "nearest",
-            "--activation",
-            "sigmoid",
-        ],
-    ),
-    # YOLOv8-style head [N, 4+C, A], dynamic input size fed at 64x64, letterbox 114,
-    # labels as Ultralytics writes them
-    OwnModel(
-        "det-yolov8-dynamic",
-        "object-detection",
-        THREE,
-        dynamic=True,
-        resize="letterbox",
-        scale=1 / 255,
-        head="yolov8",
-        metadata=metadata_labels(THREE, key="names"),
-        seed=4,
-        flags=["--preset", "yolo", "--size", "64x64"],
-    ),
-    # YOLOv5-style head [N, A, 5+C], NHWC, stretch, BGR
-    OwnModel(
-        "det-yolov5-nhwc-bgr",
-        "object-detection",
-        THREE,
-        layout="NHWC",
-        width=64,
-        height=48,
-        colour="BGR",
-        scale=1 / 255,
-        head="yolov5",
-        seed=5,
-        flags=["--preset", "yolo", "--resize", "stretch", "--colour", "BGR"],
-    ),
-    # post-processed boxes xyxy in input pixels with a count, ImageNet crop
-    OwnModel(
-        "det-boxes-xyxy-count",
-        "object-detection",
-        THREE,
-        resize="shorter-side",
-        resize_size=73,
-        head="boxes",
-        box="xyxy",
-        count=True,
-        seed=6,
-        **IMAGENET,
-        flags=[
-            "--preset",
-            "imagenet",
-            "--format",
-            "boxes",
-            "--boxes",
-            "boxes",
-            "--scores",
-            "scores",
-            "--classes",
-            "classes",
-            "--count",
-            "count",
-        ],
-    ),
-    # post-processed boxes xywh normalised, float16 input, letterbox, bicubic
-    OwnModel(
-        "det-boxes-xywh-normalised",
-        "object-detection",
-        THREE,
-        dtype="float16",
-        resize="letterbox",
-        interpolation="bicubic",
-        scale=1 / 255,
-        head="boxes",
-        box="xywh",
-        units="normalised",
-        seed=7,
-        flags=[
-            "--preset",
-            "yolo",
-            "--format",
-            "boxes",
-            "--boxes",
-            "boxes",
-            "--scores",
-            "scores",
-            "--classes",
-            "classes",
-            "--box",
-            "xywh",
-            "--units",
-            "normalised",
-            "--interpolation",
-            "bicubic",
-        ],
-    ),
-]
 #: Photo-like sizes: landscape, portrait, small and odd.
 IMAGES = [photo(640, 480, seed=1), photo(333, 500, seed=2), photo(131, 64, seed=3)]
 
