@@ -392,6 +392,11 @@ IMAGENET = {"scale": 1 / 255, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.22
 FIVE = ["tabby", "tiger", "lynx", "puma", "ocelot"]
 THREE = ["person", "bicycle", "car"]
 
+#: `kiu model import` flags naming the post-processed outputs the test models give.
+BOXES_FLAGS = [
+    *("--format", "boxes", "--boxes", "boxes"),
+    *("--scores", "scores", "--classes", "classes"),
+]
 #: One model per input layout, element type, resize recipe, colour order, label source,
 #: output form and detection format.
 MODELS = [
@@ -494,14 +499,7 @@ MODELS = [
         flags=[
             "--preset",
             "imagenet",
-            "--format",
-            "boxes",
-            "--boxes",
-            "boxes",
-            "--scores",
-            "scores",
-            "--classes",
-            "classes",
+            *BOXES_FLAGS,
             "--count",
             "count",
         ],
@@ -522,14 +520,7 @@ MODELS = [
         flags=[
             "--preset",
             "yolo",
-            "--format",
-            "boxes",
-            "--boxes",
-            "boxes",
-            "--scores",
-            "scores",
-            "--classes",
-            "classes",
+            *BOXES_FLAGS,
             "--box",
             "xywh",
             "--units",

@@ -53,53 +53,26 @@ def _labels(tmp_path: Path, count: int) -> str:
     return str(path)
 
 
+CLASSIFY = ["--task", "classification", "--preset", "imagenet"]
+DETECT = ["--task", "object-detection"]
+
+
 @pytest.mark.parametrize(
     ("image", "output", "flags", "message"),
     [
-        (
-            ["N", 784],
-            ["N", 10],
-            ["--task", "classification", "--preset", "raw"],
-            "input 'image' has rank 2; kiu feeds images",
-        ),
-        (
-            ["N", 4, 32, 32],
-            ["N", 10],
-            ["--task", "classification", "--preset", "raw"],
-            "has 4 channels in NCHW; kiu feeds 1 .grey. or 3",
-        ),
-        (
-            ["N", 3, 32, 32],
-            ["N", 10, 2],
-            ["--task", "classification", "--preset", "imagenet"],
-            "a classifier gives \\[N, classes\\]: use --task object-detection",
-        ),
-        (
-            ["N", 3, 32, 32],
-            ["N", 9],
-            ["--task", "classification", "--preset", "imagenet"],
-            "gives 9 classes but there are 10 labels: pass --labels",
-        ),
-        (
-            ["N", 3, "H", "W"],
-            ["N", 10],
-            ["--task", "classification", "--preset", "imagenet"],
-            "has a dynamic size: pass --size WIDTHxHEIGHT",
-        ),
-        (
-            ["N", 3, 32, 32],
-            ["N", 10, 7],
-            ["--task", "object-detection", "--preset", "yolo"],
-            "fits neither \\[N, 4\\+C, A\\] nor \\[N, A, 5\\+C\\] with C = 10 labels",
-        ),
-        (
-            ["N", 3, 32, 32],
-            ["N", 10],
-            ["--task", "object-detection", "--preset", "raw"],
-            "name the detection output format with --format",
-        ),
+        (["N", 784], ["N", 10], CLASSIFY, "input 'image' has rank 2; kiu feeds images"),
+        (["N", 4, 32, 32], ["N", 10], CLASSIFY, "has 4 channels in NCHW; kiu feeds 1 .grey. or 3"),
+        (["N", 3, 32, 32], ["N", 10, 2], CLASSIFY,
+         r"a classifier gives \[N, classes\]: use --task object-detection"),
+        (["N", 3, 32, 32], ["N", 9], CLASSIFY,
+         "gives 9 classes but there are 10 labels: pass --labels"),
+        (["N", 3, "H", "W"], ["N", 10], CLASSIFY, "has a dynamic size: pass --size WIDTHxHEIGHT"),
+        (["N", 3, 32, 32], ["N", 10, 7], [*DETECT, "--preset", "yolo"],
+         r"fits neither \[N, 4\+C, A\] nor \[N, A, 5\+C\] with C = 10 labels"),
+        (["N", 3, 32, 32], ["N", 10], [*DETECT, "--preset", "raw"],
+         "name the detection output format with --format"),
     ],
-)
+)  # fmt: skip
 def test_unmappable_models_are_refused_naming_the_fix(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -139,18 +112,8 @@ def test_import_writes_a_repository_and_prints_signature_and_contract(
         metadata=metadata_labels(labels, key="names"),
     )
     build(own, tmp_path / "model.onnx")
-    code = _import(
-        tmp_path,
-        tmp_path / "model.onnx",
-        "--task",
-        "object-detection",
-        "--preset",
-        "yolo",
-        "--size",
-        "64x64",
-        "--threshold",
-        "35",
-    )
+    yolo = [*DETECT, "--preset", "yolo", "--size", "64x64"]
+    code = _import(tmp_path, tmp_path / "model.onnx", *yolo, "--threshold", "35")
     assert code == 0
     out = capsys.readouterr().out
     assert "input  image: float32 [?, 3, ?, ?]" in out
@@ -175,17 +138,5 @@ def test_import_writes_a_repository_and_prints_signature_and_contract(
     assert json.loads((post / "thresholds.json").read_text()) == dict.fromkeys(labels, 35.0)
     assert 'string_value: "object_detection"' in (repo / "mine" / "config.pbtxt").read_text()
     # a second import onto the same name refuses instead of overwriting
-    assert (
-        _import(
-            tmp_path,
-            tmp_path / "model.onnx",
-            "--task",
-            "object-detection",
-            "--preset",
-            "yolo",
-            "--size",
-            "64x64",
-        )
-        == 1
-    )
+    assert _import(tmp_path, tmp_path / "model.onnx", *yolo) == 1
     assert "already has" in capsys.readouterr().err
