@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,6 +15,7 @@ from ..unit_runtime.own_models import (
     MODELS,
     OwnModel,
     build,
+    compare,
     expected,
     import_flags,
     photo,
@@ -67,30 +67,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path
             yield gw.port, work
 
 
-def _matches(got: dict[str, Any], want: dict[str, Any]) -> bool:
-    if got["Name"] != want["Name"] or abs(got["Confidence"] - want["Confidence"]) > 0.01:
-        return False
-    if "Geometry" not in want:
-        return "Geometry" not in got
-    box, want_box = got["Geometry"]["BoundingBox"], want["Geometry"]["BoundingBox"]
-    return all(abs(box[key] - want_box[key]) <= 0.001 for key in want_box)
-
-
-def _compare(got: list[dict[str, Any]], want: list[dict[str, Any]], where: str) -> None:
-    """Same results, best first. Results whose confidences differ by less than the
-    tolerance may come in either order, so each wanted one is matched to one answered."""
-    confidences = [g["Confidence"] for g in got]
-    assert confidences == sorted(confidences, reverse=True), where
-    assert len(got) == len(want), (where, got, want)
-    unmatched = list(got)
-    for position, entry in enumerate(want):
-        found = next((g for g in unmatched if _matches(g, entry)), None)
-        assert found is not None, (where, position, entry, got[position])
-        # in the same place, up to an exchange with a result of (almost) equal confidence
-        assert abs(got[position]["Confidence"] - entry["Confidence"]) <= 0.01, where
-        unmatched.remove(found)
-
-
 @pytest.mark.parametrize("model", MODELS, ids=[m.name for m in MODELS])
 def test_own_model_answers_equal_the_reference(served: tuple[int, Path], model: OwnModel) -> None:
     port, work = served
@@ -101,6 +77,6 @@ def test_own_model_answers_equal_the_reference(served: tuple[int, Path], model: 
         got = client.detect_custom_labels(
             ProjectVersionArn=arn(model.name), Image={"Bytes": image}, MinConfidence=0
         )["CustomLabels"]
-        _compare(got, want, f"{model.name} image {index}")
+        compare(got, want, f"{model.name} image {index}")
         answered += len(want)
     assert answered > 0, "a model that finds nothing proves nothing"

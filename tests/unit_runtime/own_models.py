@@ -372,6 +372,30 @@ def expected(model: OwnModel, onnx_path: Path, data: bytes) -> list[dict[str, An
     ]
 
 
+def matches(got: dict[str, Any], want: dict[str, Any]) -> bool:
+    if got["Name"] != want["Name"] or abs(got["Confidence"] - want["Confidence"]) > 0.01:
+        return False
+    if "Geometry" not in want:
+        return "Geometry" not in got
+    box, want_box = got["Geometry"]["BoundingBox"], want["Geometry"]["BoundingBox"]
+    return all(abs(box[key] - want_box[key]) <= 0.001 for key in want_box)
+
+
+def compare(got: list[dict[str, Any]], want: list[dict[str, Any]], where: str) -> None:
+    """Same results, best first. Results whose confidences differ by less than the
+    tolerance may come in either order, so each wanted one is matched to one answered."""
+    confidences = [g["Confidence"] for g in got]
+    assert confidences == sorted(confidences, reverse=True), where
+    assert len(got) == len(want), (where, got, want)
+    unmatched = list(got)
+    for position, entry in enumerate(want):
+        found = next((g for g in unmatched if matches(g, entry)), None)
+        assert found is not None, (where, position, entry, got[position])
+        # in the same place, up to an exchange with a result of (almost) equal confidence
+        assert abs(got[position]["Confidence"] - entry["Confidence"]) <= 0.01, where
+        unmatched.remove(found)
+
+
 def import_flags(model: OwnModel, onnx_path: Path, labels_path: Path, out: Path) -> list[str]:
     """`kiu model import` arguments for the model (labels from a file unless in metadata)."""
     args = [str(onnx_path), "--task", model.task, "--out", str(out), *model.flags]
