@@ -441,12 +441,15 @@ def import_model(args: argparse.Namespace) -> tuple[Signature, Contract, dict[st
 
 
 def main(argv: list[str]) -> int:
+    """`kiu model import ...`; exit 1 when the model is refused, 2 on a usage error."""
     if not argv or argv[0] != "import":
+        asked = argv[:1] in (["-h"], ["--help"])
         print(
-            "usage: kiu model import MODEL.onnx --task ... --preset ... --out REPO/NAME",
-            file=sys.stderr,
+            "usage: kiu model import MODEL.onnx --task ... --preset ... --out REPO/NAME\n"
+            "(kiu model import --help lists every option)",
+            file=sys.stdout if asked else sys.stderr,
         )
-        return 2
+        return 0 if asked else 2
     args = parser().parse_args(argv[1:])
     try:
         signature, contract, result = import_model(args)
