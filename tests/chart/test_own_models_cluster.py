@@ -20,6 +20,7 @@ from kiu.unit import importer
 from tests.chart import chart
 from tests.chart.chart import Release
 from tests.cluster.fixtures import REPO, Cluster, wait_for
+from tests.operator.harness import projectversion
 from tests.unit_runtime.own_models import MODELS, build, compare, expected, import_flags, photo
 
 pytestmark = pytest.mark.cluster
@@ -29,17 +30,11 @@ IMAGES = [photo(640, 480, seed=1), photo(333, 500, seed=2)]
 
 
 def _version(name: str, repository: Path, task: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "kiu.dev/v1alpha1",
-        "kind": "ProjectVersion",
-        "metadata": {"name": name},
-        "spec": {
-            "project": "mine",
-            "minInferenceUnits": 1,
-            "model": {"name": name, "repository": str(repository), "task": task},
-            "inferenceUnit": {"runtime": "cpu", "tps": 20},
-        },
-    }
+    model = {"name": name, "repository": str(repository), "task": task}
+    return projectversion(
+        name, project="mine", minInferenceUnits=1, model=model,
+        inferenceUnit={"runtime": "cpu", "tps": 20},
+    )  # fmt: skip
 
 
 @pytest.fixture
