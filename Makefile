@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# Triton 2.51 with its Python backend, for tests/unit_runtime/test_triton.py. Only the
+	@# server binary is used: without --no-deps its numpy<2 pin would downgrade numpy.
+	$(BIN)/pip install --quiet --no-deps 'nvidia-pytriton>=0.7'
 	touch $@
 
 venv: $(STAMP) ## create .venv and install kiu with its dev tools
@@ -71,7 +74,8 @@ demo-down: ## uninstall the demo's kiu release and stop the local cluster
 		namespace demo --ignore-not-found --wait=false
 	hack/cluster.sh down
 
-.PHONY: bench bench-gateway bench-tps bench-autoscaler bench-e2e bench-operator bench-cold-start
+.PHONY: bench bench-gateway bench-tps bench-autoscaler bench-e2e bench-operator bench-cold-start \
+        bench-unit
 
 bench: venv tools ## every benchmark, then bench/README.md from bench/results/*.json (about an hour: 3 repetitions)
 	$(BIN)/python -m bench.run
@@ -97,6 +101,9 @@ bench-operator: venv tools ## 200 and 1000 ProjectVersions on simulated nodes of
 
 bench-cold-start: venv tools ## a call to a model at zero units on the local cluster, against a warm call
 	$(BIN)/python -m bench.run cold-start
+
+bench-unit: venv ## unit CPU per call for a 224-crop classifier on a 640x480 JPEG, stages apart
+	$(BIN)/python -m bench.run unit
 
 .PHONY: reliability
 

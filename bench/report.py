@@ -16,6 +16,7 @@ SECTIONS = (
     ("bench.e2e_autoscaling", "4. End-to-end autoscaling", "bench-e2e"),
     ("bench.operator_scale", "5. Operator at scale", "bench-operator"),
     ("bench.cold_start", "6. Cold start from zero", "bench-cold-start"),
+    ("bench.unit_cpu", "7. Unit CPU per call", "bench-unit"),
 )
 
 HEADER = """\
@@ -36,13 +37,14 @@ when it ran.
 
 | command | what | needs |
 |---|---|---|
-| `make bench` | all six, then this file (about an hour: 3 repetitions of each) | `make tools` |
+| `make bench` | all seven, then this file (about an hour: 3 repetitions of each) | `make tools` |
 | `make bench-gateway` | gateway overhead against a unit called directly | venv |
 | `make bench-tps` | admitted rate against the limit, one and two replicas | venv |
 | `make bench-autoscaler` | `kiu.policy.scaling` against static fleets and an HPA | venv |
 | `make bench-e2e` | step load through the chart-installed gateway | local cluster |
 | `make bench-operator` | 200 and 1000 ProjectVersions on simulated nodes | local cluster |
 | `make bench-cold-start` | a call to a model at zero units, against a warm call | local cluster |
+| `make bench-unit` | unit CPU per call, preprocessing and model apart, 224-crop classifier | venv |
 
 `python -m bench.run --quick NAME` runs shorter loads (a smoke test; its figures
 are not meant to be kept).

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("kiu.controller.command", "reconcile ProjectVersions into inference units"),
     "gateway": ("kiu.gateway.command", "serve the compatible API, enforce TPS, route to units"),
     "unit": ("kiu.unit.command", "serve a model repository over KServe v2 (cpu runtime)"),
+    "model": ("kiu.unit.importer", "import your own ONNX model: kiu model import --help"),
     "calibrate": ("kiu.unit.calibration", "measure the TPS one running unit sustains"),
     "version": ("", "print the kiu version"),
 }

@@ -112,7 +112,13 @@ class Unit:
 
 
 def start_unit(
-    model: str, zone: str, logs: Path, *, host: str = HOST, log_level: str = "WARNING"
+    model: str,
+    zone: str,
+    logs: Path,
+    *,
+    host: str = HOST,
+    log_level: str = "WARNING",
+    repository: Path = MODELS,
 ) -> Unit:
     grpc, http, metrics = free_port(host), free_port(host), free_port(host)
     process = Process(
@@ -123,7 +129,7 @@ def start_unit(
             "kiu",
             "unit",
             "--model-repository",
-            str(MODELS),
+            str(repository),
             "--model",
             model,
             "--host",
@@ -172,13 +178,20 @@ def wait_ready(unit: Unit, *, timeout: float = 180.0) -> None:
 
 @contextlib.contextmanager
 def units(
-    specs: list[tuple[str, str]], logs: Path, *, host: str = HOST, log_level: str = "WARNING"
+    specs: list[tuple[str, str]],
+    logs: Path,
+    *,
+    host: str = HOST,
+    log_level: str = "WARNING",
+    repository: Path = MODELS,
 ) -> Iterator[list[Unit]]:
     """Start units [(model, zone)] in parallel and wait until all are ready."""
     started: list[Unit] = []
     try:
         for model, zone in specs:
-            started.append(start_unit(model, zone, logs, host=host, log_level=log_level))
+            started.append(
+                start_unit(model, zone, logs, host=host, log_level=log_level, repository=repository)
+            )
         for unit in started:
             wait_ready(unit)
         yield started

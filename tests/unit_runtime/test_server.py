@@ -313,3 +313,36 @@ def test_calibrate_reports_a_sustained_rate(unit: Unit, tmp_path: Path) -> None:
     assert all(step["passed"] and step["failed"] == 0 for step in report["steps"])
     assert "sustains" in completed.stdout
     assert "p99 ms" in completed.stdout
+
+
+def test_calibrate_sends_your_own_images(unit: Unit, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for index, image in enumerate(images(unit.model)):
+        suffix = ".png" if image.startswith(b"\x89PNG") else ".JPG"
+        (mine / f"{index}{suffix}").write_bytes(image)
+    (mine / "notes.txt").write_text("not an image")
+    report_path = tmp_path / "report.json"
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "kiu", "calibrate",
+            "--url", unit.grpc, "--model", unit.model, "--images", str(mine),
+            "--step-seconds", "1", "--start-rate", "3", "--max-rate", "3",
+            "--json", str(report_path),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    report = json.loads(report_path.read_text())
+    assert report["images"] == len(images(unit.model))
+    (step,) = report["steps"]
+    assert step["sent"] == step["succeeded"] == 3
+
+
+def test_calibrate_refuses_a_directory_without_images(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "kiu", "calibrate", "--model", "m", "--images", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert f"no .jpg, .jpeg or .png files in {tmp_path}" in completed.stderr

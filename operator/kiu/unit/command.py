@@ -58,15 +58,22 @@ def main(argv: list[str]) -> int:
     server = _server_module()
     for noisy in ("kserve.trace", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    code: int = asyncio.run(
-        server.serve(
-            model_repository=args.model_repository.resolve(),
-            model_name=args.model,
-            host=args.host,
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            metrics_port=args.metrics_port,
-            grace_period=args.grace_period,
+    try:
+        code: int = asyncio.run(
+            server.serve(
+                model_repository=args.model_repository.resolve(),
+                model_name=args.model,
+                host=args.host,
+                http_port=args.http_port,
+                grpc_port=args.grpc_port,
+                metrics_port=args.metrics_port,
+                grace_period=args.grace_period,
+            )
         )
-    )
+    except server.ModelLoadError as error:
+        # One plain last line: what Kubernetes shows as the container's termination message
+        # (terminationMessagePolicy FallbackToLogsOnError), so the ProjectVersion's status
+        # carries the loader's own words.
+        print(f"kiu unit: {error}", file=sys.stderr, flush=True)
+        return 1
     return code
