@@ -10,35 +10,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from kiu.api import projectversion
 from kiu.controller import metrics
 from kiu.controller.reconciler import Memory
-from kiu.manifests import units
 from kiu.policy import scaling
+from tests.operator import harness
 
 
 def _version(name: str, status: dict[str, Any], **spec: Any) -> projectversion.ProjectVersion:
-    return projectversion.parse(
-        {
-            "apiVersion": "kiu.dev/v1alpha1",
-            "kind": "ProjectVersion",
-            "metadata": {
-                "name": name,
-                "namespace": "retail",
-                "uid": name,
-                "generation": 1,
-                "creationTimestamp": "2025-01-01T00:00:00Z",
-            },
-            "spec": {
-                "project": "shoes",
-                "model": {
-                    "name": "m",
-                    "repository": units.BUNDLED_REPOSITORY,
-                    "task": "Classification",
-                },
-                "inferenceUnit": {"runtime": "cpu", "tps": 4},
-                **spec,
-            },
-            "status": status,
-        }
+    body = harness.projectversion(name, **spec)
+    body["metadata"].update(
+        namespace="retail", uid=name, generation=1, creationTimestamp="2025-01-01T00:00:00Z"
     )
+    body["spec"]["inferenceUnit"]["tps"] = 4
+    return projectversion.parse({**body, "status": status})
 
 
 def _condition(kind: str, status: str) -> dict[str, Any]:
