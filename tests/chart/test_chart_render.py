@@ -701,14 +701,10 @@ def test_alerts_are_opt_in(default: list[dict[str, Any]]) -> None:
     assert not of_kind(default, "PrometheusRule")
 
 
-def test_alert_rules_parse_and_read_what_kiu_exports() -> None:
+def test_alert_rules_parse_and_read_what_kiu_exports(production: list[dict[str, Any]]) -> None:
     import promql_parser
 
-    objects = chart.template(
-        chart.VALUES / "production.yaml",
-        set_values=["prometheusRule.enabled=true", "prometheusRule.throttledShare=0.1"],
-    )
-    rule = find(objects, "PrometheusRule", "kiu")
+    rule = find(production, "PrometheusRule", "kiu")
     (group,) = rule["spec"]["groups"]
     rules = {r["alert"]: r for r in group["rules"]}
     assert set(rules) == ALERTS
@@ -721,7 +717,7 @@ def test_alert_rules_parse_and_read_what_kiu_exports() -> None:
         assert re.fullmatch(r"[0-9]+[smh]", alert["for"])
         assert alert["labels"]["severity"] == "warning"
         assert alert["annotations"]["summary"]
-    assert "> 0.1" in rules["KiuThrottling"]["expr"]
+    assert "> 0.05" in rules["KiuThrottling"]["expr"]
     assert 'namespace="kiu-system"' in rules["KiuOperatorWithoutLeader"]["expr"]
 
 
