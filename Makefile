@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LEAN := .kiu/lean-venv
 
 .PHONY: help venv tools lint typecheck contracts check unit-tests test \
         cluster-up cluster-down cluster-status demo clean
@@ -44,6 +45,22 @@ test: venv tools check ## everything: static checks, unit tests, and end-to-end 
 
 unit-tests: venv ## only the tests that need no cluster
 	$(BIN)/pytest -m 'not cluster'
+
+.PHONY: lock lean-check
+
+LOCK := $(BIN)/uv pip compile --quiet --universal --generate-hashes --custom-compile-command "make lock"
+
+lock: venv ## pin the images' Python packages with hashes (docker/*/requirements.lock)
+	$(LOCK) --python-version 3.11 --extra unit pyproject.toml -o docker/kiu/requirements.lock
+	$(LOCK) --python-version 3.12 docker/triton/requirements.in -o docker/triton/requirements.lock
+
+lean-check: ## pip install . in a fresh venv: no cpu runtime, and the operator and gateway start
+	rm -rf $(LEAN) && $(PYTHON) -m venv $(LEAN)
+	$(LEAN)/bin/pip install --quiet .
+	! $(LEAN)/bin/pip list 2>/dev/null | grep -iE '^(kserve|onnxruntime|gevent|geventhttpclient|pillow) '
+	$(LEAN)/bin/kiu operator --help >/dev/null
+	$(LEAN)/bin/kiu gateway --help >/dev/null
+	rm -rf $(LEAN)
 
 .PHONY: fuzz
 fuzz: venv ## property-based fuzzing of request parsing and image admission, long random run

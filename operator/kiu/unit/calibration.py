@@ -27,6 +27,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from kiu import options
 from kiu.imaging import scenes
 
 
@@ -205,14 +206,14 @@ def _row(step: Step) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = options.parser(
         prog="kiu calibrate",
         description="Load-test one running unit over gRPC and report the highest request rate "
         "it sustains with p99 latency under a target.",
     )
     parser.add_argument("--url", default="localhost:8001", help="the unit's gRPC address")
     parser.add_argument("--model", required=True, help="the model to call")
-    parser.add_argument("--latency-p99-ms", type=float, default=500.0, help="default: 500")
+    parser.add_argument("--latency-p99-ms", type=float, default=500.0, help="target p99 latency")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument(
         "--images",
@@ -230,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Print the table and the answer; exit 1 when even the first rate fails."""
-    args = _parser().parse_args(argv)
+    args = options.parse(_parser(), argv)
     settings = Settings(
         latency_p99_ms=args.latency_p99_ms,
         step_seconds=args.step_seconds,
