@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "triton-models"
 HOST = "127.0.0.1"
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(

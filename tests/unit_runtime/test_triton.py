@@ -25,8 +25,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from kiu.unit import importer
+from tests.ports import free_port
 
-from ..gateway.processes import free_port
 from .expected import REPOSITORY
 from .own_models import MODELS, build, import_flags
 
