@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "triton-models"
 HOST = "127.0.0.1"
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(
@@ -112,7 +107,13 @@ class Unit:
 
 
 def start_unit(
-    model: str, zone: str, logs: Path, *, host: str = HOST, log_level: str = "WARNING"
+    model: str,
+    zone: str,
+    logs: Path,
+    *,
+    host: str = HOST,
+    log_level: str = "WARNING",
+    repository: Path = MODELS,
 ) -> Unit:
     grpc, http, metrics = free_port(host), free_port(host), free_port(host)
     process = Process(
@@ -123,7 +124,7 @@ def start_unit(
             "kiu",
             "unit",
             "--model-repository",
-            str(MODELS),
+            str(repository),
             "--model",
             model,
             "--host",
@@ -172,13 +173,20 @@ def wait_ready(unit: Unit, *, timeout: float = 180.0) -> None:
 
 @contextlib.contextmanager
 def units(
-    specs: list[tuple[str, str]], logs: Path, *, host: str = HOST, log_level: str = "WARNING"
+    specs: list[tuple[str, str]],
+    logs: Path,
+    *,
+    host: str = HOST,
+    log_level: str = "WARNING",
+    repository: Path = MODELS,
 ) -> Iterator[list[Unit]]:
     """Start units [(model, zone)] in parallel and wait until all are ready."""
     started: list[Unit] = []
     try:
         for model, zone in specs:
-            started.append(start_unit(model, zone, logs, host=host, log_level=log_level))
+            started.append(
+                start_unit(model, zone, logs, host=host, log_level=log_level, repository=repository)
+            )
         for unit in started:
             wait_ready(unit)
         yield started

@@ -450,6 +450,8 @@ async def test_metrics_count_demand_and_outcomes(local: Any) -> None:
     assert values["kiu_gateway_tps_limit", key(model)] == 0.5
     assert values["kiu_gateway_ready_units", key(model)] == 1
     assert values["kiu_gateway_model_request_duration_seconds_count", key(model)] == 3
+    top = {**model, "le": "+Inf"}
+    assert values["kiu_gateway_model_request_duration_seconds_bucket", key(top)] == 3
     assert any(name == "kiu_gateway_request_duration_seconds_bucket" for name, _ in values)
     assert not any(name.endswith("_created") for name, _ in values)
     assert ("kiu_gateway_demand_total", key({"namespace": "", "projectversion": ""})) not in values

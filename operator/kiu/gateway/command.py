@@ -9,6 +9,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
+from kiu import logs, options
 from kiu.gateway import (
     auth,
     catalog,
@@ -27,7 +28,7 @@ log = logging.getLogger("kiu.gateway")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = options.parser(
         prog="kiu gateway",
         description="Serve the compatible API, enforce each model's TPS, route to its units.",
     )
@@ -87,8 +88,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--zone",
-        default=os.environ.get("KIU_ZONE"),
-        help="own zone (default $KIU_ZONE, else the zone label of the node $NODE_NAME)",
+        help="own zone (default: the zone label of the node $NODE_NAME)",
     )
     p.add_argument(
         "--allow-anonymous",
@@ -188,7 +188,7 @@ def parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds requests in progress get to finish (default 30)",
     )
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    options.add_logging(p)
     p.add_argument(
         "--access-log", action="store_true", help="log one line per request (no headers, no bodies)"
     )
@@ -196,12 +196,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = parser().parse_args(argv)
-    logging.basicConfig(
-        level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings = options.parse(parser(), argv)
+    logs.configure(level=settings.log_level, format=settings.log_format)
     try:
-        return asyncio.run(_serve(options))
+        return asyncio.run(_serve(settings))
     except directory.DirectoryError as exc:
         log.error("%s", exc)
         return 2

@@ -8,8 +8,9 @@ Per model (labels ``namespace``, ``projectversion``):
 * ``kiu_gateway_requests_total`` (+ ``operation``, ``outcome`` = success,
   throttled, user_error, server_error): the reference's SuccessfulRequestCount,
   ThrottledCount, UserErrorCount and ServerErrorCount;
-* ``kiu_gateway_model_request_duration_seconds`` (count and sum, no quantiles):
-  the reference's ResponseTime as a mean;
+* ``kiu_gateway_model_request_duration_seconds`` (histogram, the buckets of
+  :data:`LATENCY_BUCKETS`): per-model quantiles such as p99, and the reference's
+  ResponseTime as sum over count;
 * ``kiu_gateway_in_flight_requests``, ``kiu_gateway_tps_limit`` (the model's limit),
   ``kiu_gateway_tps_share`` (this replica's part), ``kiu_gateway_ready_units``:
   gauges read from the routing table at scrape time, so they cost nothing per
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -140,10 +141,11 @@ class Metrics:
             (*model, "operation", "outcome"),
             registry=self.registry,
         )
-        self.model_duration = Summary(
+        self.model_duration = Histogram(
             "kiu_gateway_model_request_duration_seconds",
-            "Time to answer a request to a model (count and sum).",
+            "Time to answer a request to a model.",
             model,
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.duration = Histogram(

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from kiu import logs
 from kiu.gateway import awsjson, catalog, dataplane, errors, metrics, objects, rest, wire
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class Gateway:
         self._runner = web.AppRunner(
             self.app(),
             access_log=log if settings.access_log else None,
-            access_log_format='%a "%r" %s %b %Tf',
+            access_log_format='%a "%r" %s %b %Tf request_id=%{x-amzn-RequestId}o',
             keepalive_timeout=settings.keepalive_timeout,
             shutdown_timeout=settings.shutdown_timeout,
         )
@@ -160,6 +161,8 @@ class Gateway:
         connection = self._connections.get(transport) if transport is not None else None
         if connection is not None:
             connection.headers_arrived()
+        request_id = str(uuid.uuid4())
+        token = logs.request_id.set(request_id)  # every line logged about this call carries it
         try:
             response = await handler(request)
         except web.HTTPNotFound:
@@ -172,12 +175,13 @@ class Gateway:
             log.exception("unexpected error answering %s %s", request.method, request.path[:200])
             response = wire.error_response(errors.InternalServerError())
         finally:
+            logs.request_id.reset(token)
             gauge.dec()
             if connection is not None:
                 connection.answered()
         if not request.content.is_eof():
             response.force_close()  # the rest of an unread body is not worth waiting for
-        response.headers[wire.REQUEST_ID] = str(uuid.uuid4())
+        response.headers[wire.REQUEST_ID] = request_id
         return response
 
     async def _healthz(self, request: web.Request) -> web.Response:
