@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         "gateway-selector", default=DEFAULT_GATEWAY_SELECTOR, help="label selector of gateway pods"
     )
     option("gateway-namespace", help="namespace of the gateway pods (default: all)")
-    option("gateway-port", type=int, default=8080, help="port of the gateway pods' /metrics")
+    option(
+        "gateway-port", type=int, default=9090, help="internal port of the gateway pods' /metrics"
+    )
     option("prometheus-url", help="read demand from this Prometheus server instead of the gateways")
     option("cpu-model-repository", help="host directory of local model repositories (cpu runtime)")
     option("unit-image", help="container image of cpu-runtime units")
