@@ -48,6 +48,10 @@ PATH = "/peers/v1/offered"
 DEFAULT_PERIOD = 0.2
 #: Ticks a peer may miss before it counts as silent.
 TTL_PERIODS = 5
+#: The least fraction a bucket is given: a zero rate would close it, and a closed
+#: bucket reopens full (`budget.TokenBucket.set_rate`), minting a burst each time
+#: calls move back to this replica. Open, it holds at most one token meanwhile.
+MIN_FRACTION = 1e-6
 
 Key = tuple[str, str]
 
@@ -154,7 +158,7 @@ class Peers:
                 silent=silent,
                 floor_fraction=self._floor,
             )
-            self._catalog.set_fraction(entry, part / limit)
+            self._catalog.set_fraction(entry, max(part / limit, MIN_FRACTION))
 
     def _poll_all(self) -> list[asyncio.Task[None]]:
         """Start a poll of every peer not still answering the previous one."""
