@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -63,6 +64,12 @@ def share(address: str) -> float:
 
 def peers(address: str, state: str) -> float:
     return gauges(address).get(("kiu_gateway_peers", (("state", state),)), -1.0)
+
+
+def pod_at(release: Release, address: str) -> Any:
+    """The gateway pod serving at host:port."""
+    host = address.rsplit(":", 1)[0]
+    return next(p for p in release.pods("gateway") if p.status.pod_ip == host)
 
 
 def all_hear_each_other(release: Release, replicas: int) -> list[str]:
@@ -141,7 +148,7 @@ def test_a_killed_replica_leaves_its_share_to_the_survivor(
 ) -> None:
     arn = release.status(NAME)["arn"]
     a, b = all_hear_each_other(release, 2)
-    victim = next(p for p in release.pods("gateway") if p.status.pod_ip == b.rsplit(":", 1)[0])
+    victim = pod_at(release, b)
     done = threading.Event()
     took_over: list[float] = []
 
@@ -179,7 +186,7 @@ def test_a_frozen_replica_keeps_its_share_and_the_others_stay_within_the_limit(
 ) -> None:
     arn = release.status(NAME)["arn"]
     a, b = all_hear_each_other(release, 2)
-    victim = next(p for p in release.pods("gateway") if p.status.pod_ip == b.rsplit(":", 1)[0])
+    victim = pod_at(release, b)
     cluster.kill_pod_process(namespace, victim.metadata.name, signal="STOP")
     try:
         wait_for(lambda: peers(a, "silent") == 1, timeout=30, interval=0.2, what="the peer silent")

@@ -47,6 +47,13 @@ def pair(
             )
             for i in range(2)
         ]
+        processes.wait_until(
+            lambda: all(
+                gauge(gw, "kiu_gateway_peers", (("state", "heard"),)) == 1 for gw in started
+            ),
+            timeout=30,
+            what="the replicas to hear each other",
+        )
         yield started[0], started[1]
 
 
@@ -68,11 +75,6 @@ async def test_a_killed_replica_leaves_the_whole_limit_to_the_survivor(
     real_units: dict[str, list[processes.Unit]], tmp_path: Path, image: bytes
 ) -> None:
     with pair(real_units, tmp_path) as (a, b):
-        processes.wait_until(
-            lambda: gauge(a, "kiu_gateway_peers", (("state", "heard"),)) == 1,
-            timeout=30,
-            what="the replicas to hear each other",
-        )
         b.process.signal(signal.SIGKILL)
         processes.wait_until(
             lambda: gauge(a, "kiu_gateway_peers", (("state", "gone"),)) == 1,
@@ -95,11 +97,6 @@ async def test_a_frozen_replica_keeps_its_share_so_the_limit_is_never_exceeded(
     real_units: dict[str, list[processes.Unit]], tmp_path: Path, image: bytes
 ) -> None:
     with pair(real_units, tmp_path) as (a, b):
-        processes.wait_until(
-            lambda: gauge(a, "kiu_gateway_peers", (("state", "heard"),)) == 1,
-            timeout=30,
-            what="the replicas to hear each other",
-        )
         b.process.signal(signal.SIGSTOP)  # alive for the kernel, silent to its peers
         try:
             processes.wait_until(
