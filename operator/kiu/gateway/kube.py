@@ -163,7 +163,7 @@ class Source:
         self._slices: dict[tuple[str, str], dict[str, discovery.EndpointSlice]] = {}
         self._slice_service: dict[tuple[str, str], tuple[str, str]] = {}
         self._keys: dict[tuple[str, str], credentials.AccessKey] = {}
-        self._replica_slices: dict[str, frozenset[str]] = {}
+        self._replica_slices: dict[str, tuple[discovery.Address, ...]] = {}
         self._pending: set[str] = set()
 
     async def run(self, catalog: catalog.Catalog) -> None:
@@ -369,12 +369,14 @@ class Source:
             bodies = [event.object]
         for body in bodies:
             parsed = discovery.endpoint_slice(body, port_name="", default_port=0)
-            self._replica_slices[parsed.name] = frozenset(
-                a.host for a in parsed.addresses if a.ready
-            )
+            self._replica_slices[parsed.name] = parsed.addresses
         if self._catalog is not None:
-            hosts = frozenset().union(*self._replica_slices.values())
-            self._catalog.set_replicas(max(1, len(hosts)), hosts=hosts)
+            addresses = [a for listed in self._replica_slices.values() for a in listed]
+            ready = {a.host for a in addresses if a.ready}
+            # Every listed replica is a peer, ready or not: one that is frozen or draining
+            # at shutdown may still admit calls on its open connections, so it keeps its
+            # share until it refuses connections (it exited) or leaves the slice.
+            self._catalog.set_replicas(max(1, len(ready)), hosts={a.host for a in addresses})
 
     def _on_store_secret(self, event: discovery.Listed | discovery.Changed) -> None:
         if self._catalog is None:

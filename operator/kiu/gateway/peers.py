@@ -14,8 +14,10 @@ replicas tick together) a replica
    their shares add up to the limit.
 
 Admission stays a local token-bucket decision: nothing waits for a peer. The
-peers are the ready endpoints of the gateway's Service (``catalog.replica_hosts``,
-from the Kubernetes source) on the internal port, or the ``--peer`` addresses.
+peers are the endpoints of the gateway's Service (``catalog.replica_hosts``, from
+the Kubernetes source; ready or not, since a replica frozen, or draining at
+shutdown, may still admit calls on its open connections) on the internal port, or
+the ``--peer`` addresses.
 A peer is *heard* when it answered within ``ttl``; *gone* when its address refused
 the connection since (nothing listens there: it admits nothing); *silent*
 otherwise (frozen, partitioned, just discovered), and then it keeps an even share
@@ -128,18 +130,24 @@ class Peers:
             try:
                 while True:
                     await asyncio.sleep(self._period - time.time() % self._period)
-                    self._measure(self._clock())
-                    await asyncio.sleep(self._period / 4)
-                    polls = self._poll_all()
-                    if polls:
-                        await asyncio.wait(polls, timeout=self._period / 2)
-                    self.apply()
+                    try:
+                        await self._tick()
+                    except Exception:  # the next tick starts afresh; admission goes on
+                        log.exception("a tick of the replica exchange failed")
             finally:
                 for peer in self._peers.values():
                     if peer.polling is not None:
                         peer.polling.cancel()
                         with contextlib.suppress(asyncio.CancelledError, Exception):
                             await peer.polling
+
+    async def _tick(self) -> None:
+        self._measure(self._clock())
+        await asyncio.sleep(self._period / 4)
+        polls = self._poll_all()
+        if polls:
+            await asyncio.wait(polls, timeout=self._period / 2)
+        self.apply()
 
     def apply(self) -> None:
         """Set every model's share from the rates measured here and heard from peers."""
