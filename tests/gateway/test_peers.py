@@ -1,4 +1,5 @@
-"""The replica exchange between gateway processes: a replica killed, a replica frozen.
+"""The replica exchange between gateway processes: a replica killed, a replica frozen;
+and a replica that finds its own address among its peers.
 
 Two `kiu gateway` processes name each other with ``--peer``; every call goes to
 the first (a 100/0 split, as one keep-alive client gets). The state each test
@@ -8,11 +9,14 @@ are counted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from kiu.imaging import scenes
@@ -120,3 +124,33 @@ async def test_a_frozen_replica_keeps_its_share_so_the_limit_is_never_exceeded(
             timeout=30,
             what="the survivor to hear its peer again",
         )
+
+
+async def page(gw: Any) -> str:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{gw.internal_url}/metrics?name[]=kiu_gateway_peers") as response,
+    ):
+        return await response.text()
+
+
+async def test_a_replica_that_finds_itself_among_its_peers_does_not_count_itself(
+    local: Any,
+) -> None:
+    """Discovery lists every replica, this one too: it knows itself by its answer."""
+    port = processes.free_port()
+    gw = await local(
+        directory([version("metered", tps=LIMIT)]),
+        *("--internal-port", str(port), "--peer", f"127.0.0.1:{port}"),
+    )
+    entry = gw.gateway.catalog.get(NAMESPACE, "metered")
+    assert entry is not None
+    alone = 'kiu_gateway_peers{state="silent"} 0.0'
+    for _ in range(200):  # until it has answered itself once (the first tick)
+        if alone in await page(gw):
+            break
+        await asyncio.sleep(0.05)
+    text = await page(gw)
+    assert alone in text
+    assert 'kiu_gateway_peers{state="heard"} 0.0' in text
+    assert entry.bucket.rate == pytest.approx(LIMIT)  # the whole limit: it is alone

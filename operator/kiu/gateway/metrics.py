@@ -218,7 +218,7 @@ class Metrics:
         """Report gauges read at scrape time from the routing table."""
         self.registry.register(_Gauges(models=models, replicas=replicas))
 
-    def watch_peers(self, peers: Callable[[], PeerGauges]) -> None:
+    def watch_peers(self, peers: Callable[[], PeerGauges | None]) -> None:
         """Report the replica exchange's view of the peers at scrape time."""
         self.registry.register(_PeerGauges(peers))
 
@@ -306,7 +306,7 @@ class _Gauges(Collector):
 
 
 class _PeerGauges(Collector):
-    def __init__(self, peers: Callable[[], PeerGauges]) -> None:
+    def __init__(self, peers: Callable[[], PeerGauges | None]) -> None:
         self._peers = peers
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
@@ -315,6 +315,8 @@ class _PeerGauges(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         seen = self._peers()
+        if seen is None:  # the exchange has not ticked yet
+            return
         peers = GaugeMetricFamily(
             "kiu_gateway_peers",
             "Other gateway replicas by state: heard (recently), silent (reserved), gone.",

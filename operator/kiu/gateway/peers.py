@@ -105,7 +105,7 @@ class Peers:
         self._offered: dict[Key, float] = {}
         self._last_tick: float | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._view = metrics.PeerGauges(heard=0, silent=0, gone=0)
+        self._view: metrics.PeerGauges | None = None  # nothing known before the first tick
         meters.watch_peers(lambda: self._view)
 
     async def handle(self, request: web.Request) -> web.Response:
