@@ -373,6 +373,9 @@ class Source:
         if self._catalog is not None:
             addresses = [a for listed in self._replica_slices.values() for a in listed]
             ready = {a.host for a in addresses if a.ready}
+            own = os.environ.get("POD_IP")
+            if own:  # not listed yet while it starts: it still takes part
+                ready.add(own)
             # Every listed replica is a peer, ready or not: one that is frozen or draining
             # at shutdown may still admit calls on its open connections, so it keeps its
             # share until it refuses connections (it exited) or leaves the slice.
