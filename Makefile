@@ -79,7 +79,7 @@ bench: venv tools ## every benchmark, then bench/README.md from bench/results/*.
 bench-gateway: venv ## gateway overhead against a unit called directly (loopback processes)
 	$(BIN)/python -m bench.run gateway
 
-bench-tps: venv ## admitted rate against the TPS limit, one and two gateway replicas
+bench-tps: venv ## admitted rate against the TPS limit, one to three gateway replicas sharing it by demand
 	$(BIN)/python -m bench.run tps
 
 bench-autoscaler: venv ## replay of kiu.policy.scaling against static fleets and an HPA-like rule
