@@ -34,7 +34,7 @@ holds the figures, the settings used and the machine's load when it ran.
 |---|---|---|
 | `make bench` | all six, then this file (under 20 minutes) | `make tools` |
 | `make bench-gateway` | gateway overhead against a unit called directly | venv |
-| `make bench-tps` | admitted rate against the limit, one to three replicas, shares that follow demand | venv |
+| `make bench-tps` | admitted rate against the limit, one to three replicas | venv |
 | `make bench-autoscaler` | `kiu.policy.scaling` against static fleets and an HPA | venv |
 | `make bench-e2e` | step load through the chart-installed gateway | local cluster |
 | `make bench-operator` | 200 and 1000 ProjectVersions on simulated nodes | local cluster |
