@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from prometheus_client.parser import text_string_to_metric_families
 
 from kiu.imaging import scenes
 from tests.chart import chart
@@ -31,7 +29,6 @@ pytestmark = pytest.mark.cluster
 NAME = "shared"
 LIMIT = 10.0  # tps 10 x 1 unit
 SECONDS = 8.0
-INTERNAL_PORT = 9090
 IMAGE = next(scenes.scenes("classification", seed=5, count=1)).image
 
 
@@ -45,25 +42,13 @@ def release(cluster: Cluster, namespace: str) -> Iterator[Release]:
         yield installed
 
 
-def gauges(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """A replica's gateway gauges, from /metrics on its internal port."""
-    host = address.rsplit(":", 1)[0]
-    with urllib.request.urlopen(f"http://{host}:{INTERNAL_PORT}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return {
-        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "namespace"))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name.startswith("kiu_gateway_")
-    }
+def share(release: Release, address: str) -> float:
+    key = ("kiu_gateway_tps_share", (("projectversion", NAME),))
+    return release.gateway_metrics(address).get(key, -1.0)
 
 
-def share(address: str) -> float:
-    return gauges(address).get(("kiu_gateway_tps_share", (("projectversion", NAME),)), -1.0)
-
-
-def peers(address: str, state: str) -> float:
-    return gauges(address).get(("kiu_gateway_peers", (("state", state),)), -1.0)
+def peers(release: Release, address: str, state: str) -> float:
+    return release.gateway_metrics(address).get(("kiu_gateway_peers", (("state", state),)), -1.0)
 
 
 def pod_at(release: Release, address: str) -> Any:
@@ -77,7 +62,7 @@ def all_hear_each_other(release: Release, replicas: int) -> list[str]:
         addresses = release.gateway_addresses()
         if len(addresses) != replicas:
             return None
-        if all(peers(a, "heard") == replicas - 1 for a in addresses):
+        if all(peers(release, a, "heard") == replicas - 1 for a in addresses):
             return addresses
         return None
 
@@ -160,7 +145,7 @@ def test_a_killed_replica_leaves_its_share_to_the_survivor(
         # what matters is that the dead peer is not taken for a silent one, whose share
         # would be held back. So: not heard any more, and the whole limit here.
         wait_for(
-            lambda: peers(a, "heard") == 0 and abs(share(a) - LIMIT) < 1e-6,
+            lambda: peers(release, a, "heard") == 0 and abs(share(release, a) - LIMIT) < 1e-6,
             timeout=30,
             interval=0.1,
             what="the takeover",
@@ -189,7 +174,12 @@ def test_a_frozen_replica_keeps_its_share_and_the_others_stay_within_the_limit(
     victim = pod_at(release, b)
     cluster.kill_pod_process(namespace, victim.metadata.name, signal="STOP")
     try:
-        wait_for(lambda: peers(a, "silent") == 1, timeout=30, interval=0.2, what="the peer silent")
+        wait_for(
+            lambda: peers(release, a, "silent") == 1,
+            timeout=30,
+            interval=0.2,
+            what="the peer silent",
+        )
         admitted = offer(release, arn, {a: 2 * LIMIT}, SECONDS)
     finally:
         cluster.kill_pod_process(namespace, victim.metadata.name, signal="CONT")
