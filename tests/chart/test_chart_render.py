@@ -205,7 +205,7 @@ def test_the_operator_scrapes_exactly_this_releases_gateway_pods(rendered: Any) 
     assert wanted["app.kubernetes.io/instance"] == "kiu"
     assert options.gateway_namespace == NAMESPACE
     gateway = _parse("gateway", args_of(objects, "kiu-gateway")[2:])
-    assert options.gateway.internal_port == gateway.port
+    assert options.gateway_port == gateway.internal_port
     operator_labels = find(objects, "Deployment", "kiu-operator")["spec"]["template"]["metadata"][
         "labels"
     ]
