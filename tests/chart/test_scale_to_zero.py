@@ -101,10 +101,13 @@ def samples(url: str, name: str) -> float:
 def served(release: Release) -> float:
     """Inferences the model's unit pods answered, from their own metrics."""
     pods = harness.units(release.cluster, release.namespace, NAME)
+    # A unit the burst's demand added may still be starting (no metrics port yet): it
+    # has answered nothing, so only Ready units are asked.
     return sum(
         samples(f"http://{p.status.pod_ip}:8002/metrics", "kiu_unit_requests_total")
         for p in pods
         if p.status.pod_ip
+        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
     )
 
 

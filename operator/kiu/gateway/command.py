@@ -49,9 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--internal-port",
         type=int,
-        default=int(os.environ.get("KIU_INTERNAL_PORT", "9090")),
-        help="port of /healthz, /readyz, /metrics and the replica exchange "
-        "(default $KIU_INTERNAL_PORT, else 9090)",
+        default=9090,
+        help="port of /healthz, /readyz, /metrics and the replica exchange (default 9090)",
     )
     x = p.add_argument_group("replica exchange (each model's limit shared by demand)")
     x.add_argument(
