@@ -104,7 +104,7 @@ bench-gateway: venv ## gateway overhead against a unit called directly (loopback
 profile-gateway: venv ## where the gateway's CPU goes per call, stage by stage (py-spy, loopback, root)
 	$(BIN)/python -m bench.hot_path
 
-bench-tps: venv ## admitted rate against the TPS limit, one and two gateway replicas
+bench-tps: venv ## admitted rate against the TPS limit, one to three gateway replicas sharing it by demand
 	$(BIN)/python -m bench.run tps
 
 bench-autoscaler: venv ## replay of kiu.policy.scaling against static fleets and an HPA-like rule

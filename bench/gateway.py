@@ -119,7 +119,7 @@ class Clients:
             "rest": loadgen.Rest(gw.url, NAMESPACE, "throttled", image, concurrency=64),
             "awsjson_small": loadgen.AwsJson(gw.url, arn("throttled"), small, concurrency=64),
         }
-        self.healthz = loadgen.Get(f"{gw.url}/healthz", concurrency=64)
+        self.healthz = loadgen.Get(f"{gw.internal_url}/healthz", concurrency=64)
         self.trivial = {
             "direct": loadgen.Direct(f"{processes.HOST}:{trivial}", "trivial", image),
             "awsjson": loadgen.AwsJson(gw.url, arn("trivial"), image, concurrency=64),

@@ -39,7 +39,7 @@ when it ran.
 |---|---|---|
 | `make bench` | all seven, then this file (about an hour: 3 repetitions of each) | `make tools` |
 | `make bench-gateway` | gateway overhead against a unit called directly | venv |
-| `make bench-tps` | admitted rate against the limit, one and two replicas | venv |
+| `make bench-tps` | admitted rate against the limit, one to three replicas | venv |
 | `make bench-autoscaler` | `kiu.policy.scaling` against static fleets and an HPA | venv |
 | `make bench-e2e` | step load through the chart-installed gateway | local cluster |
 | `make bench-operator` | 200 and 1000 ProjectVersions on simulated nodes | local cluster |

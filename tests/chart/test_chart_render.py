@@ -205,7 +205,7 @@ def test_the_operator_scrapes_exactly_this_releases_gateway_pods(rendered: Any) 
     assert wanted["app.kubernetes.io/instance"] == "kiu"
     assert options.gateway_namespace == NAMESPACE
     gateway = _parse("gateway", args_of(objects, "kiu-gateway")[2:])
-    assert options.gateway_port == gateway.port
+    assert options.gateway_port == gateway.internal_port
     operator_labels = find(objects, "Deployment", "kiu-operator")["spec"]["template"]["metadata"][
         "labels"
     ]
@@ -457,22 +457,56 @@ def test_only_the_gateway_reaches_the_units(production: list[dict[str, Any]]) ->
 def test_gateway_clients_and_scrapers(
     default: list[dict[str, Any]], production: list[dict[str, Any]]
 ) -> None:
+    """Clients reach the API port only; the internal port (metrics, probes, the replica
+    exchange) admits the operator, metricsFrom and the other gateway pods only."""
     operator = find(production, "Deployment", "kiu-operator")["spec"]["template"]["metadata"]
-    (rule,) = find(production, "NetworkPolicy", "kiu-gateway")["spec"]["ingress"]
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-    peers = rule["from"]
+    gateway = find(production, "Deployment", "kiu-gateway")["spec"]["template"]["metadata"]
+    api, internal = find(production, "NetworkPolicy", "kiu-gateway")["spec"]["ingress"]
+    assert api["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert api["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kiu.dev/gateway-client": "true"}}}
+    ]
+    assert internal["ports"] == [{"port": "internal", "protocol": "TCP"}]
+    peers = internal["from"]
     assert any(
         "podSelector" in p and _matches(p["podSelector"]["matchLabels"], operator["labels"])
         for p in peers
     ), "the operator must reach the gateway's /metrics"
-    assert {"namespaceSelector": {"matchLabels": {"kiu.dev/gateway-client": "true"}}} in peers
-    # Without gatewayClients the API is open to every client (and so to the operator).
-    (open_rule,) = find(default, "NetworkPolicy", "kiu-gateway")["spec"]["ingress"]
-    assert "from" not in open_rule
+    assert any(
+        "podSelector" in p and _matches(p["podSelector"]["matchLabels"], gateway["labels"])
+        for p in peers
+    ), "the replicas must reach each other's exchange"
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    } in peers
+    assert not any(p in peers for p in api["from"])
+    # Without gatewayClients the API is open to every client; the internal port is not.
+    open_api, closed = find(default, "NetworkPolicy", "kiu-gateway")["spec"]["ingress"]
+    assert "from" not in open_api
+    assert closed["from"]
     # Nothing but metricsFrom reaches the operator.
     assert find(default, "NetworkPolicy", "kiu-operator")["spec"]["ingress"] == []
     (scrape,) = find(production, "NetworkPolicy", "kiu-operator")["spec"]["ingress"]
     assert scrape["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+
+
+def test_gateway_probes_and_metrics_use_the_internal_port(default: list[dict[str, Any]]) -> None:
+    pod = find(default, "Deployment", "kiu-gateway")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    options = _parse("gateway", container["args"][1:])
+    assert ports == {"http": options.port, "internal": options.internal_port}
+    assert options.port != options.internal_port
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "internal", probe
+    # The API Service exposes the API only; the internal port has a headless Service.
+    service = find(default, "Service", "kiu-gateway")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    internal = find(default, "Service", "kiu-gateway-internal")
+    assert internal["spec"]["clusterIP"] == "None"
+    assert [p["targetPort"] for p in internal["spec"]["ports"]] == ["internal"]
+    env = {e["name"]: e.get("valueFrom", {}) for e in container["env"]}
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
 
 
 def test_network_policies_can_be_turned_off() -> None:

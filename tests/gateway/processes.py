@@ -48,6 +48,17 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def answers(url: str) -> bool:
+    """An HTTP answer of any status came back (the API port answers GET with an error)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 @dataclass
 class Process:
     name: str
@@ -199,14 +210,23 @@ def units(
 class Gateway:
     port: int
     process: Process
+    internal_port: int = 0
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    @property
+    def internal_url(self) -> str:
+        """Health, readiness, /metrics and the replica exchange."""
+        return f"http://{HOST}:{self.internal_port}"
 
-def start_gateway(directory: Path, logs: Path, *args: str, zone: str = "a") -> Gateway:
+
+def start_gateway(
+    directory: Path, logs: Path, *args: str, zone: str = "a", internal_port: int | None = None
+) -> Gateway:
     port = free_port()
+    internal = internal_port or free_port()
     process = Process(
         f"gateway-{port}",
         [
@@ -220,22 +240,27 @@ def start_gateway(directory: Path, logs: Path, *args: str, zone: str = "a") -> G
             HOST,
             "--port",
             str(port),
+            "--internal-port",
+            str(internal),
             "--zone",
             zone,
             *args,
         ],
         logs / f"gateway-{port}.log",
     ).start()
-    gateway = Gateway(port, process)
+    gateway = Gateway(port, process, internal)
     wait_until(
-        lambda: http_ok(f"{gateway.url}/readyz"), timeout=60, what="the gateway", process=process
+        lambda: http_ok(f"{gateway.internal_url}/readyz"),
+        timeout=60,
+        what="the gateway",
+        process=process,
     )
     return gateway
 
 
 def metrics(gw: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """A gateway's metrics: (sample name, sorted labels) -> value."""
-    with urllib.request.urlopen(f"{gw.url}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"{gw.internal_url}/metrics", timeout=5) as response:
         text = response.read().decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -245,8 +270,10 @@ def metrics(gw: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @contextlib.contextmanager
-def gateway(directory: Path, logs: Path, *args: str, zone: str = "a") -> Iterator[Gateway]:
-    started = start_gateway(directory, logs, *args, zone=zone)
+def gateway(
+    directory: Path, logs: Path, *args: str, zone: str = "a", internal_port: int | None = None
+) -> Iterator[Gateway]:
+    started = start_gateway(directory, logs, *args, zone=zone, internal_port=internal_port)
     try:
         yield started
     finally:

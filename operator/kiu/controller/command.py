@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gateway-namespace", help="namespace of the gateway pods (default: all)")
     p.add_argument(
-        "--gateway-port", type=int, default=8080, help="port of the gateway pods' /metrics"
+        "--gateway-port", type=int, default=9090, help="internal port of the gateway pods' /metrics"
     )
     p.add_argument(
         "--prometheus-url", help="read demand from this Prometheus server instead of the gateways"

@@ -18,6 +18,7 @@ from kiu.gateway import (
     hold,
     metrics,
     objects,
+    peers,
     routing,
     server,
     sigv4,
@@ -44,8 +45,29 @@ def parser() -> argparse.ArgumentParser:
         help="watch ProjectVersions, EndpointSlices and Secrets",
     )
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=8080, help="the API's port (default 8080)")
     p.add_argument(
-        "--port", type=int, default=8080, help="API, health and /metrics port (default 8080)"
+        "--internal-port",
+        type=int,
+        default=9090,
+        help="port of /healthz, /readyz, /metrics and the replica exchange (default 9090)",
+    )
+    x = p.add_argument_group("replica exchange (each model's limit shared by demand)")
+    x.add_argument(
+        "--exchange-period",
+        type=float,
+        default=peers.DEFAULT_PERIOD,
+        help="seconds between exchanges of offered rates with the other replicas; "
+        "0 turns the exchange off: an even split (default 0.2)",
+    )
+    x.add_argument(
+        "--peer",
+        dest="peers",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="another replica's internal port (repeatable; with --kubernetes the ready "
+        "endpoints of --gateway-service are the peers)",
     )
     k = p.add_argument_group("Kubernetes")
     k.add_argument("--kubeconfig", help="kubeconfig file (default $KUBECONFIG, else in-cluster)")
@@ -308,9 +330,20 @@ async def build(
         ),
         deadline=options.request_deadline,
     )
+    exchange = None
+    if options.exchange_period > 0:
+        exchange = peers.Peers(
+            table=table,
+            meters=meters,
+            port=options.internal_port,
+            static=options.peers,
+            own_host=os.environ.get("POD_IP"),
+            period=options.exchange_period,
+        )
     settings = server.Settings(
         host=options.host,
         port=options.port,
+        internal_port=options.internal_port,
         max_body=options.max_body,
         read_timeout=options.read_timeout,
         header_timeout=options.header_timeout,
@@ -320,7 +353,12 @@ async def build(
         access_log=options.access_log,
     )
     gateway = server.Gateway(
-        plane=plane, source=source, meters=meters, settings=settings, objects=store
+        plane=plane,
+        source=source,
+        meters=meters,
+        settings=settings,
+        objects=store,
+        exchange=exchange,
     )
     log.info(
         "zone %r; %s",
