@@ -471,7 +471,7 @@ def _nodes_ready(lay: Lay) -> bool:
     nodes = api(lay, "/api/v1/nodes")
     if not nodes:
         return False
-    expected = {n for z in config.ZONES for n in config.node_names(z) + config.sim_node_names(z)}
+    expected = config.all_node_names()
     ready = set()
     for node in nodes["items"]:
         for cond in node.get("status", {}).get("conditions", []):

@@ -311,3 +311,16 @@ def test_garbage_raises_parse_error_and_nothing_else(changes: dict[str, Any]) ->
         projectversion.parse(obj)
     except ParseError:
         return  # the only error allowed; its message is checked above
+
+
+def test_placement_fields_come_back_in_the_pods_shape() -> None:
+    """What a user wrote under spec.inferenceUnit reaches the pod as written."""
+    pv = projectversion.parse(samples.stored(samples.manifest(inferenceUnit=samples.PLACEMENT)))
+    own = {"runtime", "resources"}
+    assert pv.spec.inference_unit.pod_fields() == {
+        key: value for key, value in samples.PLACEMENT.items() if key not in own
+    }
+    assert (
+        projectversion.parse(samples.stored(samples.manifest())).spec.inference_unit.pod_fields()
+        == {}
+    )

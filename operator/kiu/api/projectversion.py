@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from kiu.api import arn, names
+from kiu.api import arn, names, placement
 from kiu.api.errors import ParseError
 
 GROUP: Final = "kiu.dev"
@@ -197,8 +197,8 @@ class ResourceRequirements(_Frozen):
     requests: ResourceList = {}
 
 
-class InferenceUnit(_Frozen):
-    """What one inference unit (one pod) is."""
+class InferenceUnit(placement.Placement):
+    """What one inference unit (one pod) is, and where and as whom it runs."""
 
     runtime: Runtime = "triton"
     tps: Annotated[float, Field(gt=0, le=MAX_TPS_PER_UNIT)] = 5.0
@@ -256,6 +256,7 @@ class ZoneStatus(_Frozen):
 
     desired: Units
     in_service: Units
+    skipped: Annotated[str, StringConstraints(max_length=1024)] | None = None
 
 
 class Condition(_Frozen):
