@@ -12,18 +12,10 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    model_validator,
-)
-from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from kiu.api import names
+from kiu.api.base import Frozen, rule_error
 
 #: The node label the operator sets per zone; a nodeSelector may not set it.
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -42,16 +34,12 @@ Value = Annotated[str, StringConstraints(max_length=63)]
 Values = Annotated[tuple[Value, ...], Field(max_length=64, strict=False)]
 
 
-def _error(message: str) -> PydanticCustomError:
-    return PydanticCustomError("rule", "{message}", {"message": message})
-
-
 def _label_keys(field: str) -> AfterValidator:
     pattern = re.compile(_LABEL_KEY)
 
     def check(value: Mapping[str, str]) -> Mapping[str, str]:
         if not all(pattern.match(key) for key in value):
-            raise _error(f"spec.inferenceUnit.{field} keys must be label keys")
+            raise rule_error(f"spec.inferenceUnit.{field} keys must be label keys")
         return value
 
     return AfterValidator(check)
@@ -59,7 +47,7 @@ def _label_keys(field: str) -> AfterValidator:
 
 def _no_zone(value: Mapping[str, str]) -> Mapping[str, str]:
     if ZONE_LABEL in value:
-        raise _error(
+        raise rule_error(
             f"spec.inferenceUnit.nodeSelector must not set {ZONE_LABEL}:"
             " list the zones in spec.zones"
         )
@@ -68,30 +56,22 @@ def _no_zone(value: Mapping[str, str]) -> Mapping[str, str]:
 
 def _not_operator_labels(value: Mapping[str, str]) -> Mapping[str, str]:
     if any(key.startswith(_OPERATOR_LABEL_PREFIXES) for key in value):
-        raise _error("spec.inferenceUnit.labels must not use kiu.dev/ or app.kubernetes.io/ keys")
+        raise rule_error(
+            "spec.inferenceUnit.labels must not use kiu.dev/ or app.kubernetes.io/ keys"
+        )
     return value
 
 
 def _annotation_keys(value: Mapping[str, str]) -> Mapping[str, str]:
     if any(len(key) > 316 or key.startswith("kiu.dev/") for key in value):
-        raise _error(
+        raise rule_error(
             "spec.inferenceUnit.annotations keys must be at most 316 characters"
             " and not under kiu.dev/"
         )
     return value
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(
-        frozen=True,
-        strict=True,
-        extra="ignore",
-        alias_generator=to_camel,
-        populate_by_name=True,
-    )
-
-
-class Toleration(_Frozen):
+class Toleration(Frozen):
     key: Key | None = None
     operator: Literal["Exists", "Equal"] | None = None
     value: Value | None = None
@@ -102,21 +82,21 @@ class Toleration(_Frozen):
     def _check_rules(self) -> Self:
         """The CRD's rules on a toleration, with the same messages."""
         if self.operator == "Exists" and self.value:
-            raise _error(
+            raise rule_error(
                 "spec.inferenceUnit.tolerations value must be empty when operator is Exists"
             )
         if self.key is None and self.operator != "Exists":
-            raise _error("spec.inferenceUnit.tolerations with no key must have operator Exists")
+            raise rule_error("spec.inferenceUnit.tolerations with no key must have operator Exists")
         return self
 
 
-class NodeSelectorRequirement(_Frozen):
+class NodeSelectorRequirement(Frozen):
     key: Key
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
     values: Values = ()
 
 
-class NodeSelectorTerm(_Frozen):
+class NodeSelectorTerm(Frozen):
     match_expressions: Annotated[
         tuple[NodeSelectorRequirement, ...], Field(max_length=16, strict=False)
     ] = ()
@@ -125,48 +105,48 @@ class NodeSelectorTerm(_Frozen):
     ] = ()
 
 
-class NodeSelector(_Frozen):
+class NodeSelector(Frozen):
     node_selector_terms: Annotated[tuple[NodeSelectorTerm, ...], Field(max_length=8, strict=False)]
 
 
-class PreferredSchedulingTerm(_Frozen):
+class PreferredSchedulingTerm(Frozen):
     weight: Annotated[int, Field(ge=1, le=100)]
     preference: NodeSelectorTerm
 
 
-class NodeAffinity(_Frozen):
+class NodeAffinity(Frozen):
     required_during_scheduling_ignored_during_execution: NodeSelector | None = None
     preferred_during_scheduling_ignored_during_execution: Annotated[
         tuple[PreferredSchedulingTerm, ...], Field(max_length=8, strict=False)
     ] = ()
 
 
-class LabelSelectorRequirement(_Frozen):
+class LabelSelectorRequirement(Frozen):
     key: Key
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     values: Values = ()
 
 
-class LabelSelector(_Frozen):
+class LabelSelector(Frozen):
     match_labels: Annotated[Mapping[str, Value], Field(max_length=32)] = {}
     match_expressions: Annotated[
         tuple[LabelSelectorRequirement, ...], Field(max_length=16, strict=False)
     ] = ()
 
 
-class PodAffinityTerm(_Frozen):
+class PodAffinityTerm(Frozen):
     label_selector: LabelSelector | None = None
     namespace_selector: LabelSelector | None = None
     namespaces: Annotated[tuple[Value, ...], Field(max_length=16, strict=False)] = ()
     topology_key: Annotated[str, StringConstraints(min_length=1, max_length=316)]
 
 
-class WeightedPodAffinityTerm(_Frozen):
+class WeightedPodAffinityTerm(Frozen):
     weight: Annotated[int, Field(ge=1, le=100)]
     pod_affinity_term: PodAffinityTerm
 
 
-class PodAffinity(_Frozen):
+class PodAffinity(Frozen):
     required_during_scheduling_ignored_during_execution: Annotated[
         tuple[PodAffinityTerm, ...], Field(max_length=8, strict=False)
     ] = ()
@@ -175,31 +155,31 @@ class PodAffinity(_Frozen):
     ] = ()
 
 
-class Affinity(_Frozen):
+class Affinity(Frozen):
     node_affinity: NodeAffinity | None = None
     pod_affinity: PodAffinity | None = None
     pod_anti_affinity: PodAffinity | None = None
 
 
-class LocalObjectReference(_Frozen):
+class LocalObjectReference(Frozen):
     name: Annotated[
         str,
         StringConstraints(min_length=1, max_length=253, pattern=names.DNS_SUBDOMAIN),
     ]
 
 
-class KeySelector(_Frozen):
+class KeySelector(Frozen):
     name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
     key: Annotated[str, StringConstraints(min_length=1, max_length=253)]
     optional: bool | None = None
 
 
-class FieldSelector(_Frozen):
+class FieldSelector(Frozen):
     field_path: Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
-class EnvVarSource(_Frozen):
-    model_config = ConfigDict(**_Frozen.model_config, json_schema_extra={"maxProperties": 1})
+class EnvVarSource(Frozen):
+    model_config = ConfigDict(**Frozen.model_config, json_schema_extra={"maxProperties": 1})
 
     secret_key_ref: KeySelector | None = None
     config_map_key_ref: KeySelector | None = None
@@ -210,14 +190,14 @@ class EnvVarSource(_Frozen):
         """maxProperties 1 and the CRD's rule: exactly one source."""
         sources = [self.secret_key_ref, self.config_map_key_ref, self.field_ref]
         if sum(source is not None for source in sources) != 1:
-            raise _error(
+            raise rule_error(
                 "spec.inferenceUnit.env valueFrom needs one of secretKeyRef,"
                 " configMapKeyRef and fieldRef"
             )
         return self
 
 
-class EnvVar(_Frozen):
+class EnvVar(Frozen):
     name: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_ENV_NAME)]
     value: Annotated[str, StringConstraints(max_length=32768)] | None = None
     value_from: EnvVarSource | None = None
@@ -226,7 +206,9 @@ class EnvVar(_Frozen):
     def _check_rules(self) -> Self:
         """The CRD's rule: a value or a reference, not both."""
         if (self.value is None) == (self.value_from is None):
-            raise _error("spec.inferenceUnit.env entries need exactly one of value and valueFrom")
+            raise rule_error(
+                "spec.inferenceUnit.env entries need exactly one of value and valueFrom"
+            )
         return self
 
 
@@ -235,7 +217,7 @@ def _unique_names(env: tuple[EnvVar, ...]) -> tuple[EnvVar, ...]:
     seen: set[str] = set()
     for var in env:
         if var.name in seen:
-            raise _error(f"spec.inferenceUnit.env has two entries named '{var.name}'")
+            raise rule_error(f"spec.inferenceUnit.env has two entries named '{var.name}'")
         seen.add(var.name)
     return env
 
@@ -264,10 +246,8 @@ Env = Annotated[
 ]
 
 
-class Placement(BaseModel):
+class Placement(Frozen):
     """Mixed into InferenceUnit: the placement fields, all optional."""
-
-    model_config = _Frozen.model_config
 
     node_selector: NodeSelectorMap = {}
     tolerations: Tolerations = ()

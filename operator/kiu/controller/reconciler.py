@@ -622,48 +622,28 @@ def _moved(before: float | None, after: float | None) -> bool:
 def _failures(
     units: Iterable[observations.Unit], *, healthy: Collection[str], now: float
 ) -> list[phase.UnitFailure]:
-    """Why units that should serve do not: kubelet failures, scheduling, lost zones."""
+    """Why units that should serve do not: kubelet failures, lost zones, full zones,
+    scheduling."""
     failures = []
     for unit in units:
         if unit.terminating or unit.ready:
             continue
         since = unit.created if unit.created is not None else now
+        pending_since = unit.unschedulable_since or since
         if unit.failure is not None:
-            failures.append(
-                phase.UnitFailure(
-                    unit=unit.name,
-                    reason=unit.failure.reason,
-                    message=unit.failure.message,
-                    since=since,
-                )
-            )
+            why = (unit.failure.reason, unit.failure.message, since)
         elif unit.zone is not None and unit.zone not in healthy:
-            failures.append(
-                phase.UnitFailure(
-                    unit=unit.name,
-                    reason="ZoneUnavailable",
-                    message=f"zone {unit.zone} has no ready, schedulable node",
-                    since=unit.unschedulable_since or since,
-                )
-            )
+            message = f"zone {unit.zone} has no ready, schedulable node"
+            why = ("ZoneUnavailable", message, pending_since)
         elif unit.no_room is not None:
-            failures.append(
-                phase.UnitFailure(
-                    unit=unit.name,
-                    reason="InsufficientCapacity",
-                    message=f"zone {unit.zone} has no room: {unit.no_room}",
-                    since=unit.unschedulable_since or since,
-                )
-            )
+            message = f"zone {unit.zone} has no room: {unit.no_room}"
+            why = ("InsufficientCapacity", message, pending_since)
         elif unit.unschedulable_since is not None:
-            failures.append(
-                phase.UnitFailure(
-                    unit=unit.name,
-                    reason="Unschedulable",
-                    message="no node in its zone can take it",
-                    since=unit.unschedulable_since,
-                )
-            )
+            why = ("Unschedulable", "no node in its zone can take it", unit.unschedulable_since)
+        else:
+            continue
+        reason, message, at = why
+        failures.append(phase.UnitFailure(unit=unit.name, reason=reason, message=message, since=at))
     return failures
 
 
