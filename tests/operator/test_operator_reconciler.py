@@ -374,6 +374,12 @@ async def test_no_feasible_zone_fails_at_once_and_applies_nothing(
         ("Warning", "Failed"),
         ("Warning", "NoFeasibleZone"),
     }
+    # Stopped, it needs no zone: STOPPED, not FAILED.
+    w.spec(state="Stopped")
+    w.body["metadata"]["generation"] = 2
+    await w.reconcile()
+    assert w.status["status"] == "STOPPED"
+    assert w.condition("Stalled")["status"] == "False"
 
 
 async def test_unit_hours_continue_from_the_status_after_a_restart(world: Any) -> None:

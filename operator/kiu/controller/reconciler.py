@@ -126,6 +126,8 @@ class Reconciler:
             problems.append(unsupported)
         skipped = {zone: why for zone, why in fit.skipped.items() if zone in placed}
         feasible = [zone for zone in placed if zone in fit.feasible]
+        if not feasible and spec.state != "Running":
+            feasible = placed  # a stopped version runs nowhere: nothing to fail for
 
         owned = [o for kind in self.caches.owned for o in kind.get(key, ())]
         deployments = {o.zone: o for o in owned if o.kind == "Deployment" and o.zone is not None}
