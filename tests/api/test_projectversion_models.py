@@ -324,3 +324,11 @@ def test_placement_fields_come_back_in_the_pods_shape() -> None:
         projectversion.parse(samples.stored(samples.manifest())).spec.inference_unit.pod_fields()
         == {}
     )
+
+
+@pytest.mark.parametrize("field", ["nodeSelector", "labels"])
+def test_a_key_that_is_no_label_key_fails_the_version_naming_the_field(field: str) -> None:
+    """The CRD cannot afford a pattern on every map key (CEL cost), so the model checks them."""
+    body = samples.stored(samples.manifest(inferenceUnit={field: {"bad key!": "x"}}))
+    with pytest.raises(ParseError, match=f"spec.inferenceUnit.{field} keys must be label keys"):
+        projectversion.parse(body)
