@@ -36,7 +36,7 @@ def test_minimal_manifest_parses_with_the_crd_defaults() -> None:
     assert spec.autoscaling.target_utilization == 0.7
     assert spec.zones == ()
     assert spec.zone_outage_policy == "Wait"
-    assert version.status == projectversion.Status()
+    assert version.status == projectversion.Status(observed_generation=0)  # the CRD default
     assert version.metadata.creation_timestamp == datetime(2024, 5, 1, 12, tzinfo=UTC)
 
 

@@ -260,3 +260,15 @@ def placement_objects(cluster: Cluster, namespace: str) -> Iterator[dict[str, An
     finally:
         scheduling.delete_priority_class(name)
         node.delete_runtime_class(name)
+
+
+def test_a_new_version_is_in_progress_before_any_operator_sees_it(
+    cluster: Cluster, namespace: str, crd: None, kstatus: Any
+) -> None:
+    """The CRD defaults status.observedGeneration to 0, so kstatus does not take a version
+    nobody reconciled yet as current."""
+    cluster.apply(projectversion("unseen"), namespace)
+    body = harness.get(cluster, namespace, "unseen")
+    assert body["status"] == {"observedGeneration": 0}
+    assert body["metadata"]["generation"] == 1
+    assert kstatus(body) == ["InProgress"]

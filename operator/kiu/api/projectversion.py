@@ -302,7 +302,8 @@ class ProjectVersion(Frozen):
 
     metadata: Metadata
     spec: Spec
-    status: Status = Status()
+    status: Status = Status(observed_generation=0)
+    """The CRD's default: a status no operator wrote yet is observedGeneration 0."""
 
     @property
     def arn(self) -> arn.ProjectVersionArn:
