@@ -4,7 +4,7 @@
 --
 --   Healthy      Ready=True: the units serve (RUNNING), or the version idles at zero units
 --   Progressing  no status yet, the spec not yet observed, STARTING, STOPPING, resizing
---   Degraded     FAILED, or not Ready with a failure the operator gave up waiting for
+--   Degraded     FAILED, or Stalled (the spec cannot be met as written)
 --   Suspended    stopped on purpose (spec.state: Stopped and STOPPED)
 local hs = {}
 
@@ -43,7 +43,6 @@ end
 local phase = obj.status.status
 local message = obj.status.statusMessage or ""
 local ready = condition("Ready")
-local progressing = condition("Progressing")
 local degraded = condition("Degraded")
 
 if phase == "FAILED" then
@@ -58,25 +57,20 @@ if phase == "STOPPED" then
   return hs
 end
 
+-- Stuck (kstatus's Stalled): the spec cannot be met as written, even if units serve.
+local stalled = condition("Stalled")
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = stalled.message or message
+  return hs
+end
+
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = phase .. ": " .. units()
   if degraded ~= nil and degraded.status == "True" then
     hs.message = hs.message .. " (reduced capacity: " .. (degraded.reason or "") .. ")"
   end
-  return hs
-end
-
--- Not ready: still working on it, or stuck?
-if ready ~= nil and ready.reason == "InvalidSpec" then
-  hs.status = "Degraded"
-  hs.message = ready.message or message
-  return hs
-end
-if progressing ~= nil and progressing.status == "False"
-    and progressing.reason == "ProgressDeadlineExceeded" then
-  hs.status = "Degraded"
-  hs.message = progressing.message or message
   return hs
 end
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HACK = Path(__file__).resolve().parent.parent
@@ -127,6 +128,53 @@ def node_names(zone: str, count: int = NODES_PER_ZONE) -> list[str]:
 
 def sim_node_names(zone: str, count: int = SIM_NODES_PER_ZONE) -> list[str]:
     return [f"kiu-sim-{zone}-{i}" for i in range(1, count + 1)]
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Simulated nodes with their own labels, taints and extended resources, in some zones."""
+
+    name: str
+    zones: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[dict[str, str], ...] = ()
+    capacity: dict[str, str] = field(default_factory=dict)
+    """Added to a simulated node's capacity, e.g. {"nvidia.com/gpu": "2"}."""
+    nodes_per_zone: int = 1
+
+    def node_names(self, zone: str) -> list[str]:
+        if zone not in self.zones:
+            return []
+        return [f"kiu-{self.name}-{zone}-{i}" for i in range(1, self.nodes_per_zone + 1)]
+
+
+def node_pools() -> tuple[Pool, ...]:
+    """The pools of `KIU_NODE_POOLS` (a JSON file; `none`: no pool), else hack/nodepools.json."""
+    value = os.environ.get("KIU_NODE_POOLS", "")
+    if value == "none":
+        return ()
+    data = json.loads(Path(value or HACK / "nodepools.json").read_text())
+    pools = tuple(
+        Pool(
+            name=pool["name"],
+            zones=tuple(pool["zones"]),
+            labels=dict(pool.get("labels") or {}),
+            taints=tuple(pool.get("taints") or ()),
+            capacity={k: str(v) for k, v in (pool.get("capacity") or {}).items()},
+            nodes_per_zone=int(pool.get("nodesPerZone", 1)),
+        )
+        for pool in data["pools"]
+    )
+    unknown = {zone for pool in pools for zone in pool.zones} - set(ZONES)
+    if unknown:
+        raise SystemExit(f"node pools: unknown zones {sorted(unknown)} (zones are {ZONES})")
+    return pools
+
+
+def all_node_names() -> set[str]:
+    """Every node the agent registers: process, simulated and pool nodes."""
+    names = {n for z in ZONES for n in node_names(z) + sim_node_names(z)}
+    return names | {n for pool in node_pools() for z in ZONES for n in pool.node_names(z)}
 
 
 def kubernetes_version() -> str:

@@ -366,7 +366,16 @@ def healthy(lay: Lay) -> bool:
     for comp in _wanted(lay):
         if _read_pid(lay, comp.name) is None or not comp.health(lay):
             return False
-    return True
+    return _nodes_registered(lay)
+
+
+def _nodes_registered(lay: Lay) -> bool:
+    """Every node of the configuration exists (Ready or not: a zone may be down on purpose).
+    A cluster started with other node pools (hack/nodepools.json changed) is not reused."""
+    nodes = api(lay, "/api/v1/nodes")
+    if not nodes:
+        return False
+    return config.all_node_names() <= {node["metadata"]["name"] for node in nodes["items"]}
 
 
 def up(lay: Lay) -> None:
@@ -471,7 +480,7 @@ def _nodes_ready(lay: Lay) -> bool:
     nodes = api(lay, "/api/v1/nodes")
     if not nodes:
         return False
-    expected = {n for z in config.ZONES for n in config.node_names(z) + config.sim_node_names(z)}
+    expected = config.all_node_names()
     ready = set()
     for node in nodes["items"]:
         for cond in node.get("status", {}).get("conditions", []):

@@ -52,6 +52,7 @@ ACCEPTED = [
     pytest.param(_deep("model.repository", "s3://minio:9000/bucket/m"), id="s3 endpoint"),
     pytest.param(_deep("autoscaling.scaleDownDelaySeconds", 0), id="no scale-down delay"),
     pytest.param(_deep("model.name", "Shapes_v1.2-final"), id="model name"),
+    pytest.param(_deep("inferenceUnit", samples.PLACEMENT), id="every placement field"),
 ]
 
 
@@ -126,7 +127,73 @@ REFUSED = [
         " 'S3_Creds' must be a Secret name: a DNS subdomain",
         id="secret name",
     ),
+    # placement (CEL)
+    pytest.param(
+        _deep("inferenceUnit.nodeSelector", {"topology.kubernetes.io/zone": "a"}),
+        "spec.inferenceUnit.nodeSelector: spec.inferenceUnit.nodeSelector must not set"
+        " topology.kubernetes.io/zone: list the zones in spec.zones",
+        id="node selector zone",
+    ),
+    pytest.param(
+        _deep("inferenceUnit.tolerations", [{"key": "k", "operator": "Exists", "value": "v"}]),
+        "spec.inferenceUnit.tolerations[0]: spec.inferenceUnit.tolerations value must be"
+        " empty when operator is Exists",
+        id="toleration value with Exists",
+    ),
+    pytest.param(
+        _deep("inferenceUnit.tolerations", [{"value": "v"}]),
+        "spec.inferenceUnit.tolerations[0]: spec.inferenceUnit.tolerations with no key"
+        " must have operator Exists",
+        id="toleration without key",
+    ),
+    pytest.param(
+        _deep("inferenceUnit.labels", {"kiu.dev/zone": "a"}),
+        "spec.inferenceUnit.labels: spec.inferenceUnit.labels must not use kiu.dev/ or"
+        " app.kubernetes.io/ keys",
+        id="operator label",
+    ),
+    pytest.param(
+        _deep("inferenceUnit.annotations", {"kiu.dev/spec-hash": "x"}),
+        "spec.inferenceUnit.annotations: spec.inferenceUnit.annotations keys must be at most 316"
+        " characters and not under kiu.dev/",
+        id="operator annotation",
+    ),
+    pytest.param(
+        _deep("inferenceUnit.env", [{"name": "A"}]),
+        "spec.inferenceUnit.env[0]: spec.inferenceUnit.env entries need exactly one of value"
+        " and valueFrom",
+        id="env without value",
+    ),
+    pytest.param(
+        _deep("inferenceUnit.env", [{"name": "A", "valueFrom": {}}]),
+        "spec.inferenceUnit.env[0].valueFrom: spec.inferenceUnit.env valueFrom needs one of"
+        " secretKeyRef, configMapKeyRef and fieldRef",
+        id="env source missing",
+    ),
     # OpenAPI keywords
+    pytest.param(
+        _deep("inferenceUnit.tolerations", [{"key": "k", "effect": "Sometimes"}]),
+        "spec.inferenceUnit.tolerations[0].effect: unsupported value",
+        id="toleration effect",
+    ),
+    pytest.param(
+        _deep("inferenceUnit.priorityClassName", "High"),
+        "spec.inferenceUnit.priorityClassName: should match",
+        id="priority class name",
+    ),
+    pytest.param(
+        _deep(
+            "inferenceUnit.affinity",
+            {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{}]}},
+        ),
+        "spec.inferenceUnit.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey: required",  # noqa: E501
+        id="pod affinity without topology key",
+    ),
+    pytest.param(
+        _deep("inferenceUnit.podTemplate", {}),
+        'spec.inferenceUnit.podTemplate: unknown field "spec.inferenceUnit.podTemplate"',
+        id="unknown placement field",
+    ),
     pytest.param(_spec(state="Paused"), "spec.state: unsupported value", id="state"),
     pytest.param(
         _spec(minInferenceUnits=-1), "spec.minInferenceUnits: should be greater", id="neg"

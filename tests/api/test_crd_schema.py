@@ -102,12 +102,25 @@ def test_printer_columns_show_the_reference_figures() -> None:
     (version,) = admission.load_crd()["spec"]["versions"]
     columns = version["additionalPrinterColumns"]
     default_view = [column["name"] for column in columns if not column.get("priority")]
-    assert default_view == ["Status", "Desired", "InService", "Min", "Max", "TPS", "Age"]
+    assert default_view == [
+        "Status",
+        "Ready",
+        "Reason",
+        "Desired",
+        "InService",
+        "Min",
+        "Max",
+        "TPS",
+        "Age",
+    ]
+    wide = [column["name"] for column in columns if column.get("priority")]
+    assert wide == ["Project", "UnitTPS", "Demand", "ARN"]
     for column in columns:
         if column["jsonPath"] == ".metadata.creationTimestamp":
             assert column["type"] == "date"
             continue
-        node = _field(column["jsonPath"])
+        # The Ready condition's fields, as KServe and Knative show them.
+        node = _field(column["jsonPath"].replace('[?(@.type=="Ready")]', "[]"))
         assert column["type"] == node["type"], column["name"]
         assert column.get("description"), column["name"]
 

@@ -36,7 +36,7 @@ def test_minimal_manifest_parses_with_the_crd_defaults() -> None:
     assert spec.autoscaling.target_utilization == 0.7
     assert spec.zones == ()
     assert spec.zone_outage_policy == "Wait"
-    assert version.status == projectversion.Status()
+    assert version.status == projectversion.Status(observed_generation=0)  # the CRD default
     assert version.metadata.creation_timestamp == datetime(2024, 5, 1, 12, tzinfo=UTC)
 
 
@@ -311,3 +311,24 @@ def test_garbage_raises_parse_error_and_nothing_else(changes: dict[str, Any]) ->
         projectversion.parse(obj)
     except ParseError:
         return  # the only error allowed; its message is checked above
+
+
+def test_placement_fields_come_back_in_the_pods_shape() -> None:
+    """What a user wrote under spec.inferenceUnit reaches the pod as written."""
+    pv = projectversion.parse(samples.stored(samples.manifest(inferenceUnit=samples.PLACEMENT)))
+    own = {"runtime", "resources"}
+    assert pv.spec.inference_unit.pod_fields() == {
+        key: value for key, value in samples.PLACEMENT.items() if key not in own
+    }
+    assert (
+        projectversion.parse(samples.stored(samples.manifest())).spec.inference_unit.pod_fields()
+        == {}
+    )
+
+
+@pytest.mark.parametrize("field", ["nodeSelector", "labels"])
+def test_a_key_that_is_no_label_key_fails_the_version_naming_the_field(field: str) -> None:
+    """The CRD cannot afford a pattern on every map key (CEL cost), so the model checks them."""
+    body = samples.stored(samples.manifest(inferenceUnit={field: {"bad key!": "x"}}))
+    with pytest.raises(ParseError, match=f"spec.inferenceUnit.{field} keys must be label keys"):
+        projectversion.parse(body)

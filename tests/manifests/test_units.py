@@ -47,6 +47,39 @@ CASES: dict[str, dict[str, Any]] = {
         "repository": units.repository_source("pvc://model-store/retail/v3"),
         "image": TRITON_IMAGE,
     },
+    "triton-placed": {
+        "runtime": "triton",
+        "model": "shoes",
+        "repository": units.repository_source("s3://models/retail"),
+        "image": TRITON_IMAGE,
+        "resources": {"limits": {"nvidia.com/gpu": 1}},
+        "placement": {
+            "nodeSelector": {"kiu.dev/pool": "gpu"},
+            "tolerations": [
+                {"key": "kiu.dev/pool", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+            ],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "gpu.model", "operator": "In", "values": ["l4"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "priorityClassName": "inference-high",
+            "serviceAccountName": "model-reader",
+            "runtimeClassName": "nvidia",
+            "imagePullSecrets": [{"name": "registry"}],
+            "labels": {"team": "retail"},
+            "annotations": {"sidecar.istio.io/inject": "false"},
+            "env": [{"name": "LOG_VERBOSE", "value": "1"}],
+        },
+    },
     "cpu-bundled": {
         "runtime": "cpu",
         "model": "shapes-classifier",
@@ -65,7 +98,12 @@ def test_pod_template_matches_golden(name: str) -> None:
 @pytest.mark.parametrize("name", CASES)
 def test_every_unit_is_locked_down_and_probed_on_tritons_ports(name: str) -> None:
     template = units.unit_pod_template(**CASES[name], labels=LABELS)
-    assert template["metadata"]["labels"] == {**LABELS, "kiu.dev/runtime": CASES[name]["runtime"]}
+    user_labels = CASES[name].get("placement", {}).get("labels", {})
+    assert template["metadata"]["labels"] == {
+        **user_labels,
+        **LABELS,
+        "kiu.dev/runtime": CASES[name]["runtime"],
+    }
     spec = template["spec"]
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["runAsUser"] == 1000

@@ -6,6 +6,7 @@ from typing import Any
 
 from kiu.k8s import observations
 from kiu.k8s.status import merge_patch
+from kiu.policy import feasibility
 
 
 def _node(name: str, zone: str, *, ready: bool = True, **spec: Any) -> dict[str, Any]:
@@ -31,9 +32,60 @@ def test_zone_health_needs_one_ready_schedulable_node() -> None:
             _node("e1", "e", taints=[{"key": "nvidia.com/gpu", "effect": "NoSchedule"}])
         ),
     ]
-    zones = observations.zones(nodes)
+    gpu = feasibility.Toleration(key="nvidia.com/gpu", operator="Exists")
+    zones = feasibility.fit(nodes, feasibility.Needs(tolerations=(gpu,)))
     assert zones.known == {"a", "b", "c", "d", "e"}
+    assert zones.feasible == {"a", "b", "c", "d", "e"}  # health is not fit
     assert zones.healthy == {"a", "e"}
+    untolerated = feasibility.fit(nodes, feasibility.Needs())
+    assert untolerated.healthy == {"a"}
+    assert untolerated.skipped == {
+        "e": "no node fits (1 node: untolerated taint nvidia.com/gpu:NoSchedule)"
+    }
+
+
+def test_node_facts_keep_labels_taints_and_extended_resources_only() -> None:
+    body = _node("g1", "a", taints=[{"key": "pool", "value": "gpu", "effect": "NoSchedule"}])
+    body["status"]["allocatable"] = {"cpu": "8", "memory": "16Gi", "nvidia.com/gpu": "2"}
+    node = observations.node(body)
+    assert node.labels == (("topology.kubernetes.io/zone", "a"),)
+    assert node.taints == (feasibility.Taint(key="pool", value="gpu", effect="NoSchedule"),)
+    assert node.allocatable == (("nvidia.com/gpu", "2"),)
+    assert hash(node) == hash(observations.node(body))  # comparable across watch events
+
+
+def test_needs_read_from_a_pod_template() -> None:
+    template = {
+        "spec": {
+            "nodeSelector": {"pool": "gpu"},
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "tier", "operator": "In", "values": ["a"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "tolerations": [{"key": "pool", "operator": "Equal", "value": "gpu"}],
+            "containers": [
+                {"resources": {"limits": {"nvidia.com/gpu": 1, "cpu": "2"}}},
+                {"resources": {"requests": {"nvidia.com/gpu": "1"}}},
+            ],
+        }
+    }
+    needs = observations.needs(template)
+    assert needs.node_selector == {"pool": "gpu"}
+    assert needs.terms == (
+        feasibility.Term(expressions=(feasibility.Requirement("tier", "In", ("a",)),)),
+    )
+    assert needs.tolerations == (feasibility.Toleration(key="pool", value="gpu"),)
+    assert needs.extended == {"nvidia.com/gpu": "2"}
+    assert observations.needs({}) == feasibility.Needs()
 
 
 def _pod(**status: Any) -> dict[str, Any]:

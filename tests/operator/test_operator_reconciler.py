@@ -66,6 +66,8 @@ class World:
             },
         }
         self.nodes = dict.fromkeys(ZONES, True)
+        self.pool: list[dict[str, Any]] = []
+        """Node bodies next to the one plain node per zone (labels, taints, resources)."""
         self.objects: dict[str, dict[str, Any]] = {}
         self.units: list[observations.Unit] = []
         self.calls: list[tuple[str, str, Any]] = []
@@ -153,7 +155,7 @@ class World:
                 }
             )
             for zone, up in self.nodes.items()
-        ]
+        ] + [observations.node(body) for body in self.pool]
         key = ("retail", "shoes")
         self.reconciler.caches = reconciler.Caches(
             projectversions={key: [copy.deepcopy(self.body)]},
@@ -305,6 +307,80 @@ async def test_a_zone_that_does_not_exist_is_named_and_the_others_serve(world: A
     assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
     assert "spec.zones" in degraded["message"]
     assert "zone-x" in degraded["message"]
+    # A spec that cannot be met as written: kstatus reads Failed.
+    stalled = w.condition("Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
+    assert w.condition("Reconciling")["status"] == "False"
+
+
+def _gpu_node(zone: str, gpus: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"gpu-{zone}", "labels": {workload.TOPOLOGY_ZONE_LABEL: zone}},
+        "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "allocatable": {"cpu": "8", "nvidia.com/gpu": gpus},
+        },
+    }
+
+
+def _gpu_template(gpus: int) -> dict[str, Any]:
+    template = copy.deepcopy(TEMPLATE)
+    template["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
+    template["spec"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    return template
+
+
+async def test_zones_without_a_node_that_fits_are_skipped_and_named(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = world(minInferenceUnits=4)
+    monkeypatch.setattr(templates, "pod_template", lambda **_: _gpu_template(1))
+    w.pool = [_gpu_node("zone-a", "2"), _gpu_node("zone-b", "2")]
+    await w.reconcile()
+    assert w.replicas() == {"zone-a": 2, "zone-b": 2}
+    skipped = w.status["zones"]["zone-c"]
+    assert skipped == {
+        "desired": 0,
+        "inService": 0,
+        "skipped": "no node fits (1 node: allocatable nvidia.com/gpu 0 < 1)",
+    }
+    assert "zones skipped: zone-c: no node fits" in w.condition("Ready")["message"]
+    assert "zones skipped: zone-c" in w.status["statusMessage"]
+    assert [m for t, r, m in w.events if r == "ZonesSkipped"] == [
+        "zones skipped: zone-c: no node fits (1 node: allocatable nvidia.com/gpu 0 < 1)"
+    ]
+    # A GPU node joins zone-c: the zone takes its share, and that is announced once.
+    w.pool.append(_gpu_node("zone-c", "1"))
+    await w.reconcile()
+    assert w.replicas() == {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    assert "zone-c" not in w.status["zones"] or "skipped" not in w.status["zones"]["zone-c"]
+    assert [r for _, r, _ in w.events].count("ZonesFeasible") == 1
+
+
+async def test_no_feasible_zone_fails_at_once_and_applies_nothing(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = world(minInferenceUnits=2)
+    monkeypatch.setattr(templates, "pod_template", lambda **_: _gpu_template(3))
+    w.pool = [_gpu_node("zone-a", "2")]
+    calls = await w.reconcile()
+    assert w.status["status"] == "FAILED"
+    assert not [path for _, path, _ in calls if "deployments" in path]
+    stalled = w.condition("Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "NoFeasibleZone")
+    assert stalled["message"].startswith("no zone can run a unit: zone-a: no node fits (")
+    assert "allocatable nvidia.com/gpu 2 < 3" in stalled["message"]
+    assert {(t, r) for t, r, _ in w.events} >= {
+        ("Warning", "Failed"),
+        ("Warning", "NoFeasibleZone"),
+    }
+    # Stopped, it needs no zone: STOPPED, not FAILED.
+    w.spec(state="Stopped")
+    w.body["metadata"]["generation"] = 2
+    await w.reconcile()
+    assert w.status["status"] == "STOPPED"
+    assert w.condition("Stalled")["status"] == "False"
 
 
 async def test_unit_hours_continue_from_the_status_after_a_restart(world: Any) -> None:

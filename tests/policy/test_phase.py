@@ -33,7 +33,20 @@ def _assess(**facts: object) -> phase.Assessment:
 
 
 def _conditions(assessment: phase.Assessment) -> dict[str, tuple[str, str]]:
-    return {c.type: (c.status, c.reason) for c in assessment.conditions}
+    """Ready, Progressing and Degraded (kstatus's pair is checked on its own)."""
+    return {
+        c.type: (c.status, c.reason)
+        for c in assessment.conditions
+        if c.type not in ("Reconciling", "Stalled")
+    }
+
+
+def _kstatus(assessment: phase.Assessment) -> dict[str, tuple[str, str]]:
+    return {
+        c.type: (c.status, c.reason)
+        for c in assessment.conditions
+        if c.type in ("Reconciling", "Stalled")
+    }
 
 
 def test_starting_until_min_units_are_in_service() -> None:
@@ -52,6 +65,10 @@ def test_starting_until_min_units_are_in_service() -> None:
         "Ready": ("True", "InService"),
         "Progressing": ("False", "Stable"),
         "Degraded": ("False", "NoFailures"),
+    }
+    assert _kstatus(running) == {
+        "Reconciling": ("False", "Stable"),
+        "Stalled": ("False", "Reconcilable"),
     }
 
 
@@ -87,6 +104,14 @@ def test_failed_when_a_failure_outlasts_the_timeout_while_starting() -> None:
         "Ready": ("False", "CrashLoopBackOff"),
         "Progressing": ("False", "ProgressDeadlineExceeded"),
         "Degraded": ("True", "CrashLoopBackOff"),
+    }
+    assert _kstatus(failed) == {
+        "Reconciling": ("False", "CrashLoopBackOff"),
+        "Stalled": ("True", "CrashLoopBackOff"),
+    }
+    assert _kstatus(early) == {
+        "Reconciling": ("True", "Starting"),
+        "Stalled": ("False", "Reconcilable"),
     }
     assert failed.message.startswith("failed: no progress for 600 s; 1 unit failing: shoes-a-1")
 
@@ -246,7 +271,13 @@ def test_every_assessment_is_well_formed(
         failures=failures,
         now=now,
     )
-    assert [c.type for c in assessment.conditions] == ["Ready", "Progressing", "Degraded"]
+    assert [c.type for c in assessment.conditions] == [
+        "Ready",
+        "Progressing",
+        "Degraded",
+        "Reconciling",
+        "Stalled",
+    ]
     for condition in assessment.conditions:
         assert condition.status in ("True", "False")
         assert re.fullmatch(r"[A-Z][A-Za-z]*", condition.reason)
@@ -258,6 +289,14 @@ def test_every_assessment_is_well_formed(
         assert assessment.status is Status.RUNNING
     ready = assessment.conditions[0].status == "True"
     assert not ready or assessment.status is Status.RUNNING
+    # kstatus: never both Reconciling and Stalled; Stalled exactly when FAILED.
+    by_type = {c.type: c for c in assessment.conditions}
+    stalled = by_type["Stalled"].status == "True"
+    assert stalled == (assessment.status is Status.FAILED)
+    if stalled:
+        assert by_type["Reconciling"].status == "False"
+    else:
+        assert by_type["Reconciling"].status == by_type["Progressing"].status
 
 
 @pytest.mark.parametrize("status", list(Status))

@@ -212,3 +212,77 @@ def test_rebalanced_split_returns_to_even_when_zones_recover(
     during = _split(total, current, healthy=healthy, policy=REBALANCE, names=zone_names)
     after = _split(total, during, healthy=zone_names, policy=REBALANCE, names=zone_names)
     assert max(after.values()) - min(after.values()) <= 1
+
+
+# A zone without room: pending units wait there, or (Rebalance) as many start elsewhere.
+
+
+def test_a_full_zone_waits_for_room_under_wait() -> None:
+    allocation = zones.split(
+        total=4,
+        zones="ab",
+        healthy={"a", "b"},
+        policy=WAIT,
+        current={"a": 2, "b": 2},
+        full={"a": 1},
+    )
+    assert dict(allocation.counts) == {"a": 2, "b": 2}
+    assert allocation.cause is zones.Cause.ZONE_FULL_WAIT
+    assert allocation.reason == "zone a full: 1 unit pending until room frees (Wait); a=2 b=2"
+
+
+def test_a_full_zone_is_helped_out_under_rebalance_until_room_frees() -> None:
+    full = zones.split(
+        total=4,
+        zones="ab",
+        healthy={"a", "b"},
+        policy=REBALANCE,
+        current={"a": 2, "b": 2},
+        full={"a": 1},
+    )
+    assert dict(full.counts) == {"a": 2, "b": 3}  # the pending unit stays queued in a
+    assert full.cause is zones.Cause.ZONE_FULL_REBALANCE
+    assert full.reason.startswith("zone a full: 1 unit pending there, as many started in b")
+    # Stable while a stays full: the next split from {a: 2, b: 3} is the same.
+    again = zones.split(
+        total=4,
+        zones="ab",
+        healthy={"a", "b"},
+        policy=REBALANCE,
+        current=full.counts,
+        full={"a": 1},
+    )
+    assert again.counts == full.counts
+    # Room freed, the queued unit placed: the stand-in goes.
+    freed = zones.split(
+        total=4, zones="ab", healthy={"a", "b"}, policy=REBALANCE, current=full.counts
+    )
+    assert dict(freed.counts) == {"a": 2, "b": 2}
+    assert freed.cause is zones.Cause.SPREAD
+
+
+def test_rebalance_with_every_zone_full_waits() -> None:
+    allocation = zones.split(
+        total=4,
+        zones="ab",
+        healthy={"a", "b"},
+        policy=REBALANCE,
+        current={"a": 2, "b": 2},
+        full={"a": 1, "b": 2},
+    )
+    assert dict(allocation.counts) == {"a": 2, "b": 2}
+    assert allocation.cause is zones.Cause.ZONE_FULL_WAIT
+    assert "no zone has room (Rebalance)" in allocation.reason
+
+
+def test_an_outage_outranks_a_full_zone() -> None:
+    allocation = zones.split(
+        total=3,
+        zones="abc",
+        healthy={"a", "b"},
+        policy=REBALANCE,
+        current={"a": 1, "b": 1, "c": 1},
+        full={"a": 1},
+    )
+    assert allocation.cause is zones.Cause.ZONE_OUTAGE_REBALANCE
+    assert allocation.total == 3

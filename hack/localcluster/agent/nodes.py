@@ -40,6 +40,14 @@ class Nodes:
             for name in config.sim_node_names(zone):
                 self.zone[name] = zone
                 self.sim.add(name)
+        # Pool nodes are simulated nodes with the pool's labels, taints and resources.
+        self.pool: dict[str, config.Pool] = {}
+        for pool in config.node_pools():
+            for zone in pool.zones:
+                for name in pool.node_names(zone):
+                    self.zone[name] = zone
+                    self.sim.add(name)
+                    self.pool[name] = pool
         self.down_zones: set[str] = set()
         self._ready_since = {zone: _now() for zone in config.ZONES}
         self.on_change: Callable[[Callable[[str], bool], bool], None] | None = None
@@ -67,11 +75,19 @@ class Nodes:
             "node.kubernetes.io/instance-type": "kiu-simulated" if sim else "kiu-process",
             "kiu.dev/node-mode": "simulated" if sim else "process",
         }
+        pool = self.pool.get(name)
+        if pool is not None:
+            labels["node.kubernetes.io/instance-type"] = f"kiu-pool-{pool.name}"
+            labels["kiu.dev/node-mode"] = "pool"
+            labels.update(pool.labels)
+            taints = [dict(taint) for taint in pool.taints]
+        else:
+            taints = [SIM_TAINT] if sim else []
         return {
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {"name": name, "labels": labels},
-            "spec": {"taints": [SIM_TAINT]} if sim else {},
+            "spec": {"taints": taints} if taints else {},
         }
 
     def _status(self, name: str) -> Obj:
@@ -81,6 +97,9 @@ class Nodes:
             if sim
             else {"cpu": "8", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"}
         )
+        pool = self.pool.get(name)
+        if pool is not None:
+            cap = {**cap, **pool.capacity}
         ts = _now()
 
         def cond(ctype: str, status: str, reason: str, message: str) -> Obj:

@@ -16,17 +16,14 @@ from typing import Annotated, Final, Literal, Self
 from pydantic import (
     AfterValidator,
     AwareDatetime,
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
 
-from kiu.api import arn, names
+from kiu.api import arn, names, placement
+from kiu.api.base import Frozen, rule_error
 from kiu.api.errors import ParseError
 
 GROUP: Final = "kiu.dev"
@@ -75,18 +72,13 @@ _REASON: Final = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _rule_error(message: str) -> PydanticCustomError:
-    # The message is passed as context, not as the template, so braces in a user's value stay.
-    return PydanticCustomError("rule", "{message}", {"message": message})
-
-
 def _format(pattern: str, *, message: Callable[[str], str]) -> AfterValidator:
     """Refuse a string with the message of the CRD rule that checks the same pattern."""
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
         if compiled.fullmatch(value) is None:
-            raise _rule_error(message(value))
+            raise rule_error(message(value))
         return value
 
     return AfterValidator(check)
@@ -96,7 +88,7 @@ def _unique(zones: tuple[str, ...]) -> tuple[str, ...]:
     """Mirror x-kubernetes-list-type: set."""
     for index, zone in enumerate(zones):
         if zone in zones[:index]:
-            raise _rule_error(f"spec.zones entry '{zone}' is listed twice")
+            raise rule_error(f"spec.zones entry '{zone}' is listed twice")
     return zones
 
 
@@ -173,17 +165,7 @@ Timestamp = Annotated[AwareDatetime, Field(strict=False)]
 Generation = Annotated[int, Field(ge=0)]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(
-        frozen=True,
-        strict=True,
-        extra="ignore",
-        alias_generator=to_camel,
-        populate_by_name=True,
-    )
-
-
-class Model(_Frozen):
+class Model(Frozen):
     """The trained model a version serves."""
 
     name: ModelName
@@ -191,15 +173,15 @@ class Model(_Frozen):
     task: Task
 
 
-class ResourceRequirements(_Frozen):
+class ResourceRequirements(Frozen):
     """Compute resources of a unit container, as core/v1 ResourceRequirements."""
 
     limits: ResourceList = {}
     requests: ResourceList = {}
 
 
-class InferenceUnit(_Frozen):
-    """What one inference unit (one pod) is."""
+class InferenceUnit(placement.Placement):
+    """What one inference unit (one pod) is, and where and as whom it runs."""
 
     runtime: Runtime = "triton"
     tps: Annotated[float, Field(gt=0, le=MAX_TPS_PER_UNIT)] = 5.0
@@ -208,7 +190,7 @@ class InferenceUnit(_Frozen):
     repository_secret_name: SecretName | None = None
 
 
-class Autoscaling(_Frozen):
+class Autoscaling(Frozen):
     """How demand turns into a unit count between min and max."""
 
     target_utilization: Annotated[float, Field(gt=0, le=1)] = 0.7
@@ -217,7 +199,7 @@ class Autoscaling(_Frozen):
     stable_window_seconds: Annotated[int, Field(ge=5, le=MAX_STABLE_WINDOW_SECONDS)] = 60
 
 
-class Spec(_Frozen):
+class Spec(Frozen):
     """Desired state, as the user wrote it plus the CRD's defaults."""
 
     project: Project
@@ -237,30 +219,31 @@ class Spec(_Frozen):
         """The CRD's cross-field rules, with the same messages."""
         low, high = self.min_inference_units, self.max_inference_units
         if high is not None and high < low:
-            raise _rule_error("spec.maxInferenceUnits must be >= spec.minInferenceUnits")
+            raise rule_error("spec.maxInferenceUnits must be >= spec.minInferenceUnits")
         if low == 0 and high is None:
-            raise _rule_error(
+            raise rule_error(
                 "spec.maxInferenceUnits is required when spec.minInferenceUnits is 0:"
                 " scaling up from zero needs a ceiling"
             )
         if self.inference_unit.repository_secret_name is not None and not re.match(
             _OBJECT_STORAGE, self.model.repository
         ):
-            raise _rule_error(
+            raise rule_error(
                 "spec.inferenceUnit.repositorySecretName is only for object-storage"
                 " repositories (s3://, gs://, as://)"
             )
         return self
 
 
-class ZoneStatus(_Frozen):
+class ZoneStatus(Frozen):
     """Units of one zone."""
 
     desired: Units
     in_service: Units
+    skipped: Annotated[str, StringConstraints(max_length=1024)] | None = None
 
 
-class Condition(_Frozen):
+class Condition(Frozen):
     """One aspect of the state, in the metav1.Condition shape."""
 
     type: Annotated[str, StringConstraints(max_length=316, pattern=_CONDITION_TYPE)]
@@ -276,18 +259,18 @@ def _unique_types(conditions: tuple[Condition, ...]) -> tuple[Condition, ...]:
     types = [condition.type for condition in conditions]
     for index, kind in enumerate(types):
         if kind in types[:index]:
-            raise _rule_error(f"status.conditions has two conditions of type '{kind}'")
+            raise rule_error(f"status.conditions has two conditions of type '{kind}'")
     return conditions
 
 
-class Recommended(_Frozen):
+class Recommended(Frozen):
     """A unit count the autoscaler recommended, and when."""
 
     time: Timestamp
     units: Units
 
 
-class ScalingHistory(_Frozen):
+class ScalingHistory(Frozen):
     """The autoscaler's state between evaluations (`kiu.policy.scaling.History`)."""
 
     recommendations: Annotated[
@@ -300,7 +283,7 @@ class ScalingHistory(_Frozen):
     burst_until: Timestamp | None = None
 
 
-class Status(_Frozen):
+class Status(Frozen):
     """Observed state, written by the operator only; every field may be absent."""
 
     status: Phase | None = None
@@ -325,7 +308,7 @@ class Status(_Frozen):
     scaling_history: ScalingHistory | None = None
 
 
-class Metadata(_Frozen):
+class Metadata(Frozen):
     """The parts of metadata kiu reads; the API server sets all of them."""
 
     name: Annotated[
@@ -337,12 +320,13 @@ class Metadata(_Frozen):
     creation_timestamp: Timestamp
 
 
-class ProjectVersion(_Frozen):
+class ProjectVersion(Frozen):
     """A ProjectVersion as stored by the API server."""
 
     metadata: Metadata
     spec: Spec
-    status: Status = Status()
+    status: Status = Status(observed_generation=0)
+    """The CRD's default: a status no operator wrote yet is observedGeneration 0."""
 
     @property
     def arn(self) -> arn.ProjectVersionArn:

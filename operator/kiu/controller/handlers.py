@@ -106,7 +106,7 @@ def registry(operator: manager.Manager) -> kopf.OperatorRegistry:
     @kopf.on.event("v1", "nodes", id="nodes-event", registry=handlers)
     def node_event(**kwargs: Any) -> None:
         nodes: kopf.Index[str, observations.Node] = kwargs["nodes"]
-        operator.nodes_event(observations.zones(nodes.get("nodes", ())))
+        operator.nodes_event(frozenset(nodes.get("nodes", ())))
 
     @kopf.on.event(
         projectversion.GROUP,

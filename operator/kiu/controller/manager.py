@@ -32,7 +32,7 @@ class Manager:
     monotonic: Callable[[], float] = time.monotonic
     queue: queue.WorkQueue[Key] = field(default_factory=queue.WorkQueue)
     _seen: dict[Key, tuple[str, int, bool, float | None]] = field(default_factory=dict)
-    _zones: observations.Zones | None = None
+    _nodes: frozenset[observations.Node] | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ events
@@ -73,12 +73,15 @@ class Manager:
         if key in self._seen:
             self.queue.add(key)
 
-    def nodes_event(self, nodes: observations.Zones) -> None:
-        """Zone health changed: every ProjectVersion may need its units placed anew."""
-        if nodes == self._zones:
+    def nodes_event(self, nodes: frozenset[observations.Node]) -> None:
+        """A node's health, labels, taints or extended resources changed (heartbeats change
+        none of them): every ProjectVersion may need its units placed anew."""
+        if nodes == self._nodes:
             return
-        logger.info("zones: %s; healthy: %s", sorted(nodes.known), sorted(nodes.healthy) or "none")
-        self._zones = nodes
+        zones = sorted({node.zone for node in nodes if node.zone})
+        healthy = sorted({node.zone for node in nodes if node.zone and node.available})
+        logger.info("zones: %s; healthy: %s", zones, healthy or "none")
+        self._nodes = nodes
         for key in self._seen:
             self.queue.add(key)
 

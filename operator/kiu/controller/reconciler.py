@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from kiu.controller.config import Config
 from kiu.k8s import apply, client, errors, events, observations, projectversions
 from kiu.k8s import status as k8s_status
 from kiu.manifests import workload
-from kiu.policy import billing, budget, phase, scaling, zones
+from kiu.policy import billing, budget, feasibility, phase, scaling, zones
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ Key = tuple[str, str]
 
 INVALID_SPEC = "InvalidSpec"
 APPLY_FAILED = "ApplyFailed"
+NO_FEASIBLE_ZONE = "NoFeasibleZone"
+#: status.zones.<zone>.skipped is cut to this many characters (the CRD's maxLength).
+_SKIPPED_LENGTH = 1024
 _DEMAND_DIGITS = 3
 _HISTORY_DIGITS = 6
 #: The demand an activation stands for: above zero, so a model at zero gets one unit.
@@ -74,6 +77,8 @@ class Memory:
     published_demand: float | None = None
     """The demand the status shows."""
     allocation: zones.Cause | None = None
+    skipped: dict[str, str] | None = None
+    """The zones skipped as infeasible last time, with why."""
     last_scale_time: float | None = None
     in_service: int = 0
 
@@ -113,13 +118,20 @@ class Reconciler:
         memory.pv, memory.ref = pv, ref
         spec = pv.spec
 
-        zone_facts = observations.zones(_all(self.caches.nodes))
-        placed, problems = _placement(spec.zones, known=zone_facts.known)
+        nodes = _all(self.caches.nodes)
+        unsupported: str | None = None
         try:
-            template = templates.pod_template(pv=pv, config=self.config)
+            template: dict[str, Any] | None = templates.pod_template(pv=pv, config=self.config)
         except templates.Unsupported as exc:
-            problems.append(str(exc))
-            template = None
+            template, unsupported = None, str(exc)
+        fit = feasibility.fit(nodes, observations.needs(template or {}))
+        placed, problems = _placement(spec.zones, known=fit.known)
+        if unsupported:
+            problems.append(unsupported)
+        skipped = {zone: why for zone, why in fit.skipped.items() if zone in placed}
+        feasible = [zone for zone in placed if zone in fit.feasible]
+        if not feasible and spec.state != "Running":
+            feasible = placed  # a stopped version runs nowhere: nothing to fail for
 
         owned = [o for kind in self.caches.owned for o in kind.get(key, ())]
         deployments = {o.zone: o for o in owned if o.kind == "Deployment" and o.zone is not None}
@@ -133,8 +145,15 @@ class Reconciler:
         )
         units = list(self.caches.units.get(key, ()))
 
-        if template is None or not placed:
-            # Nothing can be built: leave whatever runs alone, and say why.
+        await self._report_skipped(ref=ref, memory=memory, skipped=skipped)
+        if template is None or not placed or not feasible:
+            # Nothing can be built or placed: leave whatever runs alone, and say why.
+            if template is not None and placed:
+                assessment = _cannot_run(
+                    f"no zone can run a unit: {_describe(skipped)}", reason=NO_FEASIBLE_ZONE
+                )
+            else:
+                assessment = _cannot_run("; ".join(problems))
             await self._write_status(
                 ref=ref,
                 body=body,
@@ -142,17 +161,19 @@ class Reconciler:
                 memory=memory,
                 units=units,
                 allocation=None,
-                assessment=_cannot_run("; ".join(problems)),
+                skipped=skipped,
+                assessment=assessment,
                 now=now,
             )
             return None
 
         allocation = zones.split(
             total=decision.desired,
-            zones=placed,
-            healthy=zone_facts.healthy,
+            zones=feasible,
+            healthy=fit.healthy,
             policy=zones.OutagePolicy(spec.zone_outage_policy),
-            current={zone: d.replicas or 0 for zone, d in deployments.items() if zone in placed},
+            current={zone: d.replicas or 0 for zone, d in deployments.items() if zone in feasible},
+            full=Counter(u.zone for u in units if u.no_room and not u.terminating and u.zone),
         )
         try:
             await self._apply(pv=pv, template=template, allocation=allocation, owned=owned)
@@ -164,7 +185,7 @@ class Reconciler:
             failed = None
         await self._report_allocation(ref=ref, memory=memory, allocation=allocation)
 
-        failures = _failures(units, healthy=zone_facts.healthy, now=now)
+        failures = _failures(units, healthy=fit.healthy, now=now)
         in_service = sum(unit.ready for unit in units)
         assessment = phase.assess(
             previous=phase.Status(pv.status.status) if pv.status.status else None,
@@ -181,6 +202,8 @@ class Reconciler:
         if problems:
             reason = APPLY_FAILED if failed else INVALID_SPEC
             assessment = _with_problems(assessment, "; ".join(problems), reason=reason)
+        if skipped:
+            assessment = _with_skipped(assessment, skipped)
         await self._write_status(
             ref=ref,
             body=body,
@@ -188,6 +211,7 @@ class Reconciler:
             memory=memory,
             units=units,
             allocation=allocation,
+            skipped=skipped,
             assessment=assessment,
             now=now,
         )
@@ -354,6 +378,22 @@ class Reconciler:
                 ref=ref, type="Warning", reason=allocation.cause.value, message=allocation.reason
             )
 
+    async def _report_skipped(
+        self, *, ref: events.ObjectRef, memory: Memory, skipped: Mapping[str, str]
+    ) -> None:
+        """An Event when the zones no node of which can run a unit change."""
+        before, memory.skipped = memory.skipped, dict(skipped)
+        if skipped == before or (before is None and not skipped):
+            return
+        if skipped:
+            message = f"zones skipped: {_describe(skipped)}"
+            await self.recorder.post(ref=ref, type="Normal", reason="ZonesSkipped", message=message)
+        else:
+            message = "every zone has a node that can run a unit"
+            await self.recorder.post(
+                ref=ref, type="Normal", reason="ZonesFeasible", message=message
+            )
+
     async def _report_invalid(
         self, *, ref: events.ObjectRef, body: Mapping[str, Any], message: str, now: float
     ) -> None:
@@ -383,6 +423,7 @@ class Reconciler:
         memory: Memory,
         units: list[observations.Unit],
         allocation: zones.Allocation | None,
+        skipped: Mapping[str, str],
         assessment: phase.Assessment,
         now: float,
     ) -> None:
@@ -405,8 +446,18 @@ class Reconciler:
             "desiredInferenceUnits": decision.desired,
             "inServiceInferenceUnits": in_service,
             "zones": {
-                zone: {"desired": count, "inService": ready_by_zone.get(zone, 0)}
-                for zone, count in (allocation.counts.items() if allocation else ())
+                **{
+                    zone: {"desired": count, "inService": ready_by_zone.get(zone, 0)}
+                    for zone, count in (allocation.counts.items() if allocation else ())
+                },
+                **{
+                    zone: {
+                        "desired": 0,
+                        "inService": ready_by_zone.get(zone, 0),
+                        "skipped": why[:_SKIPPED_LENGTH],
+                    }
+                    for zone, why in skipped.items()
+                },
             },
             "tpsLimit": budget.tps_limit(
                 tps_per_unit=pv.spec.inference_unit.tps, ready_units=in_service
@@ -619,70 +670,79 @@ def _moved(before: float | None, after: float | None) -> bool:
 def _failures(
     units: Iterable[observations.Unit], *, healthy: Collection[str], now: float
 ) -> list[phase.UnitFailure]:
-    """Why units that should serve do not: kubelet failures, scheduling, lost zones."""
+    """Why units that should serve do not: kubelet failures, lost zones, full zones,
+    scheduling."""
     failures = []
     for unit in units:
         if unit.terminating or unit.ready:
             continue
         since = unit.created if unit.created is not None else now
+        pending_since = unit.unschedulable_since or since
         if unit.failure is not None:
-            failures.append(
-                phase.UnitFailure(
-                    unit=unit.name,
-                    reason=unit.failure.reason,
-                    message=unit.failure.message,
-                    since=since,
-                )
-            )
+            why = (unit.failure.reason, unit.failure.message, since)
         elif unit.zone is not None and unit.zone not in healthy:
-            failures.append(
-                phase.UnitFailure(
-                    unit=unit.name,
-                    reason="ZoneUnavailable",
-                    message=f"zone {unit.zone} has no ready, schedulable node",
-                    since=unit.unschedulable_since or since,
-                )
-            )
+            message = f"zone {unit.zone} has no ready, schedulable node"
+            why = ("ZoneUnavailable", message, pending_since)
+        elif unit.no_room is not None:
+            message = f"zone {unit.zone} has no room: {unit.no_room}"
+            why = ("InsufficientCapacity", message, pending_since)
         elif unit.unschedulable_since is not None:
-            failures.append(
-                phase.UnitFailure(
-                    unit=unit.name,
-                    reason="Unschedulable",
-                    message="no node in its zone can take it",
-                    since=unit.unschedulable_since,
-                )
-            )
+            why = ("Unschedulable", "no node in its zone can take it", unit.unschedulable_since)
+        else:
+            continue
+        reason, message, at = why
+        failures.append(phase.UnitFailure(unit=unit.name, reason=reason, message=message, since=at))
     return failures
 
 
-def _cannot_run(message: str) -> phase.Assessment:
-    return phase.Assessment(
+def _cannot_run(message: str, *, reason: str = INVALID_SPEC) -> phase.Assessment:
+    return phase.judge(
         status=phase.Status.FAILED,
         message=f"failed: {message}",
-        conditions=(
-            phase.Condition("Ready", "False", INVALID_SPEC, message),
-            phase.Condition("Progressing", "False", INVALID_SPEC, message),
-            phase.Condition("Degraded", "True", INVALID_SPEC, message),
+        ready=phase.Condition("Ready", "False", reason, message),
+        progressing=phase.Condition("Progressing", "False", reason, message),
+        degraded=phase.Condition("Degraded", "True", reason, message),
+    )
+
+
+def _describe(skipped: Mapping[str, str]) -> str:
+    """'zone-c: no node fits (...); ...', sorted by zone."""
+    return "; ".join(f"{zone}: {why}" for zone, why in sorted(skipped.items()))
+
+
+def _with_skipped(assessment: phase.Assessment, skipped: Mapping[str, str]) -> phase.Assessment:
+    """Say which zones take no units and why, in the status message and in Ready's."""
+    note = f"zones skipped: {_describe(skipped)}"
+    return replace(
+        assessment,
+        message=f"{assessment.message}; {note}",
+        conditions=tuple(
+            replace(c, message=f"{c.message}; {note}") if c.type == "Ready" else c
+            for c in assessment.conditions
         ),
     )
 
 
 def _with_problems(assessment: phase.Assessment, message: str, *, reason: str) -> phase.Assessment:
-    """Runs, but not as specified (a listed zone does not exist, an apply failed): Degraded
-    says so."""
-    conditions = tuple(
-        phase.Condition(
+    """Runs, but not as specified: Degraded says so. A spec that cannot be met (a listed
+    zone does not exist) is Stalled; a failed apply is retried, so still Progressing."""
+    by_type = {c.type: c for c in assessment.conditions}
+    degraded = by_type["Degraded"]
+    progressing = by_type["Progressing"]
+    if reason == APPLY_FAILED:
+        progressing = phase.Condition("Progressing", "True", reason, message)
+    return phase.judge(
+        status=assessment.status,
+        message=f"{assessment.message}; {message}",
+        ready=by_type["Ready"],
+        progressing=progressing,
+        degraded=phase.Condition(
             "Degraded",
             "True",
             reason,
-            message if c.status != "True" else f"{message}; {c.message}",
-        )
-        if c.type == "Degraded"
-        else c
-        for c in assessment.conditions
-    )
-    return phase.Assessment(
-        status=assessment.status, message=f"{assessment.message}; {message}", conditions=conditions
+            message if degraded.status != "True" else f"{message}; {degraded.message}",
+        ),
+        stalled=(reason, message) if reason == INVALID_SPEC else None,
     )
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from kiu.manifests import workload
+from kiu.policy import feasibility
 
 #: Container waiting reasons that mean the unit cannot start without a change.
 _STUCK_REASONS = frozenset(
@@ -24,15 +25,6 @@ _STUCK_REASONS = frozenset(
         "CreateContainerConfigError",
         "CreateContainerError",
         "RunContainerError",
-    }
-)
-#: Taints the node lifecycle controller sets on nodes that cannot take new pods.
-_UNAVAILABLE_TAINTS = frozenset(
-    {
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-        "node.kubernetes.io/unschedulable",
-        "node.kubernetes.io/network-unavailable",
     }
 )
 
@@ -48,45 +40,89 @@ def _conditions(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {c.get("type", ""): c for c in status.get("conditions") or []}
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
-    name: str
-    zone: str | None
-    available: bool
-    """Ready and schedulable: a unit placed in its zone can start."""
+#: A node as placement sees it (kiu.policy.feasibility): zone, health, labels, taints,
+#: extended resources.
+Node = feasibility.Node
 
 
 def node(body: Mapping[str, Any]) -> Node:
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     ready = _conditions(status).get("Ready", {}).get("status") == "True"
-    blocked = any(
-        taint.get("key") in _UNAVAILABLE_TAINTS and taint.get("effect") != "PreferNoSchedule"
+    taints = tuple(
+        feasibility.Taint(
+            key=str(taint.get("key", "")),
+            value=str(taint.get("value", "")),
+            effect=str(taint.get("effect", "")),
+        )
         for taint in spec.get("taints") or []
     )
+    blocked = any(
+        taint.key in feasibility.HEALTH_TAINTS and taint.effect != "PreferNoSchedule"
+        for taint in taints
+    )
+    labels = meta.get("labels") or {}
     return Node(
         name=meta["name"],
-        zone=(meta.get("labels") or {}).get(workload.TOPOLOGY_ZONE_LABEL),
+        zone=labels.get(workload.TOPOLOGY_ZONE_LABEL),
         available=ready and not spec.get("unschedulable", False) and not blocked,
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+        taints=taints,
+        allocatable=tuple(
+            sorted(
+                (str(name), str(value))
+                for name, value in (status.get("allocatable") or {}).items()
+                if feasibility.is_extended(str(name))
+            )
+        ),
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Zones:
-    """Every zone that has nodes, and those with at least one available node."""
+def needs(pod_template: Mapping[str, Any]) -> feasibility.Needs:
+    """What a unit of `pod_template` asks of its node (node selector, required node
+    affinity, tolerations, extended resources), before its zone is added."""
+    spec = pod_template.get("spec") or {}
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    extended: dict[str, str] = {}
+    for container in spec.get("containers") or []:
+        resources = container.get("resources") or {}
+        wanted = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+        for name, value in wanted.items():
+            if feasibility.is_extended(name):
+                total = feasibility.quantity(extended.get(name, "0")) + feasibility.quantity(value)
+                extended[name] = str(total)
+    return feasibility.Needs(
+        node_selector=dict(spec.get("nodeSelector") or {}),
+        terms=tuple(
+            feasibility.Term(
+                expressions=_requirements(term.get("matchExpressions")),
+                fields=_requirements(term.get("matchFields")),
+            )
+            for term in required.get("nodeSelectorTerms") or []
+        ),
+        tolerations=tuple(
+            feasibility.Toleration(
+                key=str(t.get("key") or ""),
+                operator=str(t.get("operator") or "Equal"),
+                value=str(t.get("value") or ""),
+                effect=str(t.get("effect") or ""),
+            )
+            for t in spec.get("tolerations") or []
+        ),
+        extended=extended,
+    )
 
-    known: frozenset[str]
-    healthy: frozenset[str]
 
-
-def zones(nodes: Iterable[Node]) -> Zones:
-    known: set[str] = set()
-    healthy: set[str] = set()
-    for each in nodes:
-        if each.zone:
-            known.add(each.zone)
-            if each.available:
-                healthy.add(each.zone)
-    return Zones(known=frozenset(known), healthy=frozenset(healthy))
+def _requirements(raw: Iterable[Mapping[str, Any]] | None) -> tuple[feasibility.Requirement, ...]:
+    return tuple(
+        feasibility.Requirement(
+            key=str(r["key"]),
+            operator=str(r["operator"]),
+            values=tuple(str(v) for v in r.get("values") or ()),
+        )
+        for r in raw or ()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +173,8 @@ class Unit:
     """When the scheduler first reported it could not place the pod, if it is pending."""
     failure: Failure | None
     """Why the unit cannot start, as the kubelet reports it (crash loop, image, config)."""
+    no_room: str | None = None
+    """The scheduler's message when it is pending for lack of resources (its zone is full)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +192,7 @@ def unit(body: Mapping[str, Any]) -> Unit:
     unschedulable = (
         scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
     )
+    message = str(scheduled.get("message") or "")
     statuses = [
         *(status.get("initContainerStatuses") or []),
         *(status.get("containerStatuses") or []),
@@ -167,6 +206,7 @@ def unit(body: Mapping[str, Any]) -> Unit:
         unschedulable_since=timestamp(scheduled.get("lastTransitionTime"))
         if unschedulable
         else None,
+        no_room=message if unschedulable and "Insufficient " in message else None,
         failure=_failure(status, statuses),
     )
 

@@ -114,13 +114,25 @@ def unit_pod_template(
     image: str,
     labels: Mapping[str, str] | None = None,
     resources: Mapping[str, Any] | None = None,
+    placement: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A PodTemplateSpec (metadata and spec) running one unit that serves `model`.
 
     `resources` is the container's requests/limits as given; a GPU is asked for
     with `nvidia.com/gpu` in its limits (triton only), which also tolerates
-    nodes tainted for GPUs. Raises ValueError for what a runtime cannot do.
+    nodes tainted for GPUs. `placement` holds the user's Pod fields in the Pod's
+    shape (nodeSelector, tolerations, affinity, priorityClassName,
+    serviceAccountName, runtimeClassName, imagePullSecrets) plus pod `labels`,
+    `annotations` and container `env`: kiu's own labels and annotations win, the
+    user's env comes after kiu's (a later entry wins, as in a Pod), and the service
+    account token stays unmounted (cloud identities need none). Raises ValueError
+    for what a runtime cannot do.
     """
+    extra = dict(placement or {})
+    pod_labels = dict(extra.pop("labels", {}))
+    pod_annotations = dict(extra.pop("annotations", {}))
+    user_env = list(extra.pop("env", []))
+    tolerations = list(extra.pop("tolerations", []))
     gpus = _gpu_count(resources)
     if runtime == "cpu" and gpus:
         raise ValueError("the cpu runtime uses no GPU: drop nvidia.com/gpu or use triton")
@@ -163,8 +175,8 @@ def unit_pod_template(
         },
         "volumeMounts": mounts,
     }
-    if storage.env:
-        container["env"] = list(storage.env)
+    if storage.env or user_env:
+        container["env"] = [*storage.env, *user_env]
     if storage.env_from:
         container["envFrom"] = list(storage.env_from)
     if resources:
@@ -182,12 +194,17 @@ def unit_pod_template(
         "containers": [container],
         "volumes": volumes,
     }
-    if gpus:
-        spec["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    spec = {**extra, **spec}
+    gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    if gpus and gpu_toleration not in tolerations:
+        tolerations.append(gpu_toleration)
+    if tolerations:
+        spec["tolerations"] = tolerations
     return {
         "metadata": {
-            "labels": {**(labels or {}), "kiu.dev/runtime": runtime},
+            "labels": {**pod_labels, **(labels or {}), "kiu.dev/runtime": runtime},
             "annotations": {
+                **pod_annotations,
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(METRICS_PORT),
             },

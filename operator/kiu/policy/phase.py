@@ -10,6 +10,11 @@ STOPPING while any of its pods exist, then STOPPED.
 
 Conditions follow metav1.Condition: `merge` adds lastTransitionTime and
 observedGeneration, keeping the transition time of a condition whose status holds.
+Besides Ready, Progressing and Degraded (normal-true, as Deployments have), every
+assessment carries kstatus's abnormal-true pair, so `kubectl wait`, Flux and cli-utils
+read health without custom checks: Reconciling (True while converging, as Progressing
+says) and Stalled (True when waiting cannot help: FAILED, or a spec that cannot be met).
+Never both True: kstatus takes the first True one it meets.
 """
 
 from __future__ import annotations
@@ -70,11 +75,43 @@ class RecordedCondition:
 
 @dataclass(frozen=True, slots=True)
 class Assessment:
-    """The status, its message (statusMessage) and the Ready, Progressing, Degraded conditions."""
+    """The status, its message (statusMessage) and the Ready, Progressing, Degraded,
+    Reconciling and Stalled conditions, in that order (see `judge`)."""
 
     status: Status
     message: str
     conditions: tuple[Condition, ...]
+
+
+def judge(
+    *,
+    status: Status,
+    message: str,
+    ready: Condition,
+    progressing: Condition,
+    degraded: Condition,
+    stalled: tuple[str, str] | None = None,
+) -> Assessment:
+    """An assessment with kstatus's Reconciling and Stalled derived from the rest.
+
+    Stalled is True on FAILED (with Ready's reason) and when `stalled` (reason,
+    message) says the spec cannot be met; Reconciling is True while Progressing is,
+    unless stalled.
+    """
+    if stalled is None and status is Status.FAILED:
+        stalled = (ready.reason, ready.message)
+    if stalled is not None:
+        reason, why = stalled
+        reconciling = Condition("Reconciling", "False", reason, f"stalled: {why}")
+        stuck = Condition("Stalled", "True", reason, why)
+    else:
+        reconciling = replace(progressing, type="Reconciling")
+        stuck = Condition("Stalled", "False", "Reconcilable", "nothing blocks the version")
+    return Assessment(
+        status=status,
+        message=message,
+        conditions=(ready, progressing, degraded, reconciling, stuck),
+    )
 
 
 def assess(
@@ -130,10 +167,12 @@ def assess(
         message = f"running at reduced capacity: {counts} (min {min_units})"
     if failing:
         message += f"; {degraded.message}"
-    return Assessment(
+    return judge(
         status=status,
         message=message,
-        conditions=(ready, _progressing(desired, in_service), degraded),
+        ready=ready,
+        progressing=_progressing(desired, in_service),
+        degraded=degraded,
     )
 
 
@@ -177,14 +216,12 @@ def _stopped(pods: int) -> Assessment:
         message = f"stopping: {pods} unit {'pod' if pods == 1 else 'pods'} still running"
     else:
         status, reason, message = Status.STOPPED, "Stopped", "stopped: no unit running"
-    return Assessment(
+    return judge(
         status=status,
         message=message,
-        conditions=(
-            Condition("Ready", "False", reason, message),
-            Condition("Progressing", "True" if pods > 0 else "False", reason, message),
-            Condition("Degraded", "False", reason, message),
-        ),
+        ready=Condition("Ready", "False", reason, message),
+        progressing=Condition("Progressing", "True" if pods > 0 else "False", reason, message),
+        degraded=Condition("Degraded", "False", reason, message),
     )
 
 
@@ -192,28 +229,24 @@ def _starting(counts: str, required: int, failing: list[UnitFailure], now: float
     message = f"starting: {counts}, {required} needed"
     if failing:
         message += f"; {_describe(failing, now)}"
-    return Assessment(
+    return judge(
         status=Status.STARTING,
         message=message,
-        conditions=(
-            Condition("Ready", "False", "Starting", message),
-            Condition("Progressing", "True", "Starting", message),
-            _degraded(failing, now),
-        ),
+        ready=Condition("Ready", "False", "Starting", message),
+        progressing=Condition("Progressing", "True", "Starting", message),
+        degraded=_degraded(failing, now),
     )
 
 
 def _failed(failing: list[UnitFailure], now: float, timeout: float) -> Assessment:
     message = f"failed: no progress for {timeout:g} s; {_describe(failing, now)}"
     reason = failing[0].reason
-    return Assessment(
+    return judge(
         status=Status.FAILED,
         message=message,
-        conditions=(
-            Condition("Ready", "False", reason, message),
-            Condition("Progressing", "False", "ProgressDeadlineExceeded", message),
-            Condition("Degraded", "True", reason, message),
-        ),
+        ready=Condition("Ready", "False", reason, message),
+        progressing=Condition("Progressing", "False", "ProgressDeadlineExceeded", message),
+        degraded=Condition("Degraded", "True", reason, message),
     )
 
 

@@ -30,6 +30,8 @@ class Cause(StrEnum):
     ZONE_OUTAGE_WAIT = "ZoneOutageWait"
     ZONE_OUTAGE_REBALANCE = "ZoneOutageRebalance"
     NO_HEALTHY_ZONE = "NoHealthyZone"
+    ZONE_FULL_WAIT = "ZoneFullWait"
+    ZONE_FULL_REBALANCE = "ZoneFullRebalance"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ def split(
     healthy: Collection[str],
     policy: OutagePolicy,
     current: Mapping[str, int],
+    full: Mapping[str, int] | None = None,
 ) -> Allocation:
     """Allocate `total` units over `zones`, starting from the `current` per-zone counts.
 
@@ -60,6 +63,12 @@ def split(
     `total` is added to the emptiest or removed from the fullest zones: moving units
     between zones that are all down gains nothing. Zones missing from `current` hold 0;
     zones in `current` but not in `zones` are dropped.
+
+    `full` counts, per healthy zone, the units pending because the zone has no room
+    for them (the scheduler found no node with enough resources). Under WAIT they
+    wait there; under REBALANCE they still wait there, queued for the first room,
+    and as many extra units start in healthy zones with room, the emptiest first;
+    the extras go once the queued units are placed (nothing is full any more).
     """
     names = sorted(set(zones))
     if not names:
@@ -92,10 +101,40 @@ def split(
         cause = Cause.SPREAD
         why = f"{_units(total)} spread over {len(names)} zones"
 
+    waiting = {
+        zone: min(n, counts[zone]) for zone, n in (full or {}).items() if zone in up and n > 0
+    }
+    if waiting and cause is Cause.SPREAD:
+        counts, cause, why = _overflow(counts, waiting, policy=policy, up=up)
+
     reason = f"{why}; {_render(counts)}"
     if counts != was:
         reason += f" (was {_render(was)})"
     return Allocation(counts=MappingProxyType(counts), cause=cause, reason=reason)
+
+
+def _overflow(
+    counts: dict[str, int], waiting: Mapping[str, int], *, policy: OutagePolicy, up: list[str]
+) -> tuple[dict[str, int], Cause, str]:
+    """Units pending for lack of room in their zone: wait (WAIT), or start as many elsewhere."""
+    names = sorted(waiting)
+    queued = _units(sum(waiting.values()))
+    lost = f"zone {names[0]}" if len(names) == 1 else f"zones {', '.join(names)}"
+    roomy = [zone for zone in up if zone not in waiting]
+    if policy == OutagePolicy.WAIT:
+        return (
+            counts,
+            Cause.ZONE_FULL_WAIT,
+            f"{lost} full: {queued} pending until room frees (Wait)",
+        )
+    if not roomy:
+        why = f"{lost} full: {queued} pending until room frees, no zone has room (Rebalance)"
+        return counts, Cause.ZONE_FULL_WAIT, why
+    moved = dict(counts)
+    for _ in range(sum(waiting.values())):
+        moved[min(roomy, key=lambda zone: (moved[zone], zone))] += 1
+    why = f"{lost} full: {queued} pending there, as many started in {', '.join(roomy)} (Rebalance)"
+    return moved, Cause.ZONE_FULL_REBALANCE, why
 
 
 def _balance(
