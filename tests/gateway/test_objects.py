@@ -12,12 +12,16 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from kiu.gateway import errors, grants
 from kiu.imaging import scenes
 
 from . import processes
-from .conftest import arn, directory, png, rekognition, version, write
+from .conftest import NAMESPACE, arn, directory, png, rekognition, version, write
+from .signing import ACCESS_KEY, SECRET_KEY
 
 BUCKET = "photos"
+GARDEN = "garden"
+GARDEN_KEY = "AKIDKIUGARDEN"
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +77,23 @@ def gateway_with_store(
     endpoint, credentials, _ = store
     logs = tmp_path_factory.mktemp("gateway-s3")
     path = logs / "directory.yaml"
-    content = directory([version("shoes-v3", units=[], tps=100)], objectStore=credentials)
-    content["projectVersions"][0]["units"] = [real_units["classifier"][0].entry()]
+    unit = real_units["classifier"][0].entry()
+    content = directory(
+        [
+            version("shoes-v3", units=[], tps=100),
+            version("roses-v1", units=[], tps=100, namespace=GARDEN),
+        ],
+        keys=[
+            {"accessKeyId": ACCESS_KEY, "secretAccessKey": SECRET_KEY, "namespaces": [NAMESPACE]},
+            {"accessKeyId": GARDEN_KEY, "secretAccessKey": SECRET_KEY, "namespaces": [GARDEN]},
+        ],
+        objectStore=credentials,
+    )
+    for entry in content["projectVersions"]:
+        entry["units"] = [unit]
     write(path, content)
-    with processes.gateway(path, logs, "--s3-endpoint", endpoint) as gw:
+    grants = ["--s3-allow", f"{NAMESPACE}={BUCKET}", "--s3-allow", f"{GARDEN}={BUCKET}/garden/"]
+    with processes.gateway(path, logs, "--s3-endpoint", endpoint, *grants) as gw:
         yield gw, path, content
 
 
@@ -131,9 +148,62 @@ def test_refused_credentials_make_the_object_unreadable(
     processes.wait_until(lambda: _code(gw, "ok.png") == "ok", timeout=10, what="the restore")
 
 
+def test_objects_outside_the_namespace_grant_are_refused_alike(
+    store: Any, gateway_with_store: Any
+) -> None:
+    """The garden namespace may read photos/garden/ only: whether an object outside exists
+    or not, the answer is the same refusal, given before anything is read."""
+    gw = gateway_with_store[0]
+    scene = next(scenes.scenes("classification", seed=33, count=1))
+    store[2].put_object(Bucket=BUCKET, Key="garden/rose.png", Body=scene.image)
+    store[2].put_object(Bucket=BUCKET, Key="retail/private.png", Body=scene.image)
+    garden = rekognition(gw.port, key=GARDEN_KEY)
+
+    def detect_garden(bucket: str, name: str) -> Any:
+        return garden.detect_custom_labels(
+            ProjectVersionArn=arn("roses-v1", namespace=GARDEN),
+            Image={"S3Object": {"Bucket": bucket, "Name": name}},
+        )
+
+    assert detect_garden(BUCKET, "garden/rose.png")["CustomLabels"]
+    refusals = []
+    for bucket, name in [
+        (BUCKET, "retail/private.png"),  # exists
+        (BUCKET, "retail/missing.png"),  # does not
+        (BUCKET, "garden/../retail/private.png"),
+        ("another-bucket", "garden/rose.png"),
+    ]:
+        with pytest.raises(ClientError) as caught:
+            detect_garden(bucket, name)
+        response = caught.value.response
+        refusals.append((response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]))
+        assert "garden" in response["Error"]["Message"]
+    assert set(refusals) == {("AccessDeniedException", 400)}
+    # the retail models, granted the whole bucket, still read what is theirs
+    assert detect(gw, "retail/private.png")["CustomLabels"]
+
+
 def _code(gw: processes.Gateway, name: str) -> str:
     try:
         detect(gw, name)
     except ClientError as exc:
         return str(exc.response["Error"]["Code"])
     return "ok"
+
+
+def test_grants_parse_and_cover() -> None:
+    allowed = grants.Grants.parse(["a=photos/a/", "a=shared", "b=photos/b/"])
+    allowed.check(namespace="a", bucket="photos", name="a/x.png")
+    allowed.check(namespace="a", bucket="shared", name="any/thing.png")
+    for namespace, bucket, name in [
+        ("a", "photos", "b/x.png"),
+        ("a", "photos", "a/../b/x.png"),
+        ("a", "photos", "a/./x.png"),
+        ("b", "shared", "x.png"),
+        ("c", "photos", "a/x.png"),
+    ]:
+        with pytest.raises(errors.AccessDenied):
+            allowed.check(namespace=namespace, bucket=bucket, name=name)
+    for bad in ["photos/a/", "a=", "=photos"]:
+        with pytest.raises(ValueError, match="NAMESPACE=BUCKET"):
+            grants.Grants.parse([bad])

@@ -14,6 +14,7 @@ from kiu.gateway import (
     catalog,
     dataplane,
     directory,
+    grants,
     hold,
     metrics,
     objects,
@@ -101,6 +102,13 @@ def parser() -> argparse.ArgumentParser:
     s3.add_argument(
         "--s3-secret",
         help="Secret (in the gateway's namespace) with accessKeyId and secretAccessKey",
+    )
+    s3.add_argument(
+        "--s3-allow",
+        action="append",
+        default=[],
+        metavar="NAMESPACE=BUCKET[/PREFIX]",
+        help="objects the models of NAMESPACE may be given (repeatable; none by default)",
     )
     t = p.add_argument_group("limits")
     t.add_argument(
@@ -289,6 +297,7 @@ async def build(
             endpoint=options.s3_endpoint,
             credentials=lambda: table.s3_credentials,
             region=options.s3_region,
+            allowed=grants.Grants.parse(options.s3_allow),
         )
     authenticator = auth.Authenticator(
         keys=table.access_key,
