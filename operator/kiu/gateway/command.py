@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from kiu.gateway import (
     auth,
@@ -21,6 +23,7 @@ from kiu.gateway import (
     routing,
     server,
     sigv4,
+    tls,
     upstream,
 )
 
@@ -95,6 +98,17 @@ def parser() -> argparse.ArgumentParser:
         "--allow-anonymous",
         action="store_true",
         help="accept unsigned requests (never in production)",
+    )
+    secure = p.add_argument_group("TLS (HTTPS for callers)")
+    secure.add_argument(
+        "--tls-cert", type=Path, help="certificate chain (PEM), e.g. tls.crt of a TLS Secret"
+    )
+    secure.add_argument("--tls-key", type=Path, help="its private key (PEM), e.g. tls.key")
+    secure.add_argument(
+        "--tls-reload-seconds",
+        type=float,
+        default=tls.DEFAULT_RELOAD_SECONDS,
+        help="how often to check the files for a renewed certificate (default 30)",
     )
     s3 = p.add_argument_group("object storage (Image.S3Object)")
     s3.add_argument("--s3-endpoint", help="S3-compatible endpoint URL")
@@ -204,7 +218,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = parser().parse_args(argv)
+    arguments = parser()
+    options = arguments.parse_args(argv)
+    if (options.tls_cert is None) != (options.tls_key is None):
+        arguments.error("--tls-cert and --tls-key go together")
     logging.basicConfig(
         level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -319,6 +336,18 @@ async def build(
         ),
         deadline=options.request_deadline,
     )
+    context = None
+    if options.tls_cert is not None:
+        certificate = tls.Certificate(options.tls_cert, options.tls_key)
+        context = certificate.context
+        following = asyncio.create_task(certificate.follow(options.tls_reload_seconds))
+
+        async def stop_following() -> None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+
+        closing.append(stop_following)
     settings = server.Settings(
         host=options.host,
         port=options.port,
@@ -329,6 +358,7 @@ async def build(
         shutdown_delay=options.shutdown_delay,
         shutdown_timeout=options.shutdown_timeout,
         access_log=options.access_log,
+        tls=context,
     )
     gateway = server.Gateway(
         plane=plane, source=source, meters=meters, settings=settings, objects=store

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import uuid
 from dataclasses import dataclass
 
@@ -62,6 +63,8 @@ class Settings:
     shutdown_delay: float = 0.0
     shutdown_timeout: float = 30.0
     access_log: bool = False
+    #: Serve HTTPS with this context (:mod:`tls`); None serves plain HTTP.
+    tls: ssl.SSLContext | None = None
 
 
 class Gateway:
@@ -126,6 +129,7 @@ class Gateway:
             settings.host,
             settings.port,
             reuse_address=True,
+            ssl=settings.tls,
         )
         self.port = self._listener.sockets[0].getsockname()[1]
         log.info("gateway listening on %s:%s", settings.host, self.port)
