@@ -26,14 +26,15 @@ GARDEN_KEY = "AKIDKIUGARDEN"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Any]]:
-    """A moto server that checks signatures after the first five (set-up) calls."""
+    """A moto server that checks signatures after the first eight (set-up) calls; the
+    gateway-wide credentials, and the garden namespace's own."""
     logs = tmp_path_factory.mktemp("moto")
     port = processes.free_port()
     server = processes.Process(
         "moto",
         [sys.executable, "-m", "moto.server", "-H", processes.HOST, "-p", str(port)],
         logs / "moto.log",
-        env={"INITIAL_NO_AUTH_ACTION_COUNT": "5"},
+        env={"INITIAL_NO_AUTH_ACTION_COUNT": "8"},
     ).start()
     endpoint = f"http://{processes.HOST}:{port}"
     try:
@@ -46,14 +47,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[
         setup = {"endpoint_url": endpoint, "region_name": "us-east-1"}
         anonymous = {"aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
         iam = boto3.client("iam", **setup, **anonymous)
-        iam.create_user(UserName="gateway")
         policy = {
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
         }
-        iam.put_user_policy(UserName="gateway", PolicyName="all", PolicyDocument=json.dumps(policy))
-        key = iam.create_access_key(UserName="gateway")["AccessKey"]
+        made = {}
+        for user in ("gateway", GARDEN):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=json.dumps(policy))
+            made[user] = iam.create_access_key(UserName=user)["AccessKey"]
+        key = made["gateway"]
         credentials = {"accessKeyId": key["AccessKeyId"], "secretAccessKey": key["SecretAccessKey"]}
+        own = {
+            "accessKeyId": made[GARDEN]["AccessKeyId"],
+            "secretAccessKey": made[GARDEN]["SecretAccessKey"],
+        }
         s3 = boto3.client("s3", **setup, **anonymous)
         s3.create_bucket(Bucket=BUCKET)
         # from here on moto checks every signature
@@ -63,7 +71,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[
             aws_access_key_id=key["AccessKeyId"],
             aws_secret_access_key=key["SecretAccessKey"],
         )
-        yield endpoint, credentials, s3
+        yield endpoint, credentials, s3, own
     finally:
         server.stop()
 
@@ -74,7 +82,7 @@ def gateway_with_store(
     real_units: dict[str, list[processes.Unit]],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[processes.Gateway, Path, dict[str, Any]]]:
-    endpoint, credentials, _ = store
+    endpoint, credentials, _, _ = store
     logs = tmp_path_factory.mktemp("gateway-s3")
     path = logs / "directory.yaml"
     unit = real_units["classifier"][0].entry()
@@ -181,6 +189,52 @@ def test_objects_outside_the_namespace_grant_are_refused_alike(
     assert set(refusals) == {("AccessDeniedException", 400)}
     # the retail models, granted the whole bucket, still read what is theirs
     assert detect(gw, "retail/private.png")["CustomLabels"]
+
+
+def test_a_namespace_reads_with_its_own_credentials(store: Any, gateway_with_store: Any) -> None:
+    """objectStores gives garden its own credentials: they, not the gateway-wide ones,
+    read its objects; without the gateway-wide default, other namespaces read nothing."""
+    gw, path, content = gateway_with_store
+    scene = next(scenes.scenes("classification", seed=34, count=1))
+    store[2].put_object(Bucket=BUCKET, Key="garden/tulip.png", Body=scene.image)
+    store[2].put_object(Bucket=BUCKET, Key="retail/shoe.png", Body=scene.image)
+    garden = rekognition(gw.port, key=GARDEN_KEY)
+
+    def codes() -> tuple[str, str]:
+        outcomes = []
+        for client, name, namespace, model in (
+            (garden, "garden/tulip.png", GARDEN, "roses-v1"),
+            (rekognition(gw.port), "retail/shoe.png", NAMESPACE, "shoes-v3"),
+        ):
+            try:
+                client.detect_custom_labels(
+                    ProjectVersionArn=arn(model, namespace=namespace),
+                    Image={"S3Object": {"Bucket": BUCKET, "Name": name}},
+                )
+                outcomes.append("ok")
+            except ClientError as exc:
+                outcomes.append(str(exc.response["Error"]["Code"]))
+        return outcomes[0], outcomes[1]
+
+    wrong = {**store[3], "secretAccessKey": "wrong"}
+    cases = [
+        ({**content, "objectStores": {GARDEN: wrong}}, ("InvalidS3ObjectException", "ok")),
+        ({**content, "objectStores": {GARDEN: store[3]}}, ("ok", "ok")),
+        (
+            {
+                **{k: v for k, v in content.items() if k != "objectStore"},
+                "objectStores": {GARDEN: store[3]},
+            },
+            ("ok", "InvalidS3ObjectException"),
+        ),
+    ]
+    try:
+        for changed, expected in cases:
+            write(path, changed)
+            processes.wait_until(lambda e=expected: codes() == e, timeout=10, what=str(expected))
+    finally:
+        write(path, content)
+    processes.wait_until(lambda: codes() == ("ok", "ok"), timeout=10, what="the restore")
 
 
 def _code(gw: processes.Gateway, name: str) -> str:

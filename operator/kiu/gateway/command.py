@@ -118,6 +118,11 @@ def parser() -> argparse.ArgumentParser:
         help="Secret (in the gateway's namespace) with accessKeyId and secretAccessKey",
     )
     s3.add_argument(
+        "--s3-namespace-secret",
+        metavar="NAME",
+        help="Secret of this name in a model's namespace: that namespace's own S3 credentials",
+    )
+    s3.add_argument(
         "--s3-allow",
         action="append",
         default=[],
@@ -288,6 +293,7 @@ async def build(
             credentials_namespace=options.credentials_namespace or options.gateway_namespace,
             access_key_secrets=None if options.discover_access_keys else options.access_key_secrets,
             s3_secret=options.s3_secret,
+            s3_namespace_secret=options.s3_namespace_secret,
         )
         source, activate = watched, activate or watched.activate
         tokens = tokens or connection.tokens()
@@ -312,7 +318,7 @@ async def build(
     if options.s3_endpoint:
         store = objects.ObjectStore(
             endpoint=options.s3_endpoint,
-            credentials=lambda: table.s3_credentials,
+            credentials=table.s3_credentials_for,
             region=options.s3_region,
             allowed=grants.Grants.parse(options.s3_allow),
         )

@@ -2,8 +2,9 @@
 
 Path-style requests (``<endpoint>/<bucket>/<key>[?versionId=]``) signed with
 :mod:`kiu.gateway.sigv4` (service ``s3``), over one pooled aiohttp session. The
-credentials come from the catalog (a Kubernetes Secret, or the directory file)
-and are read at every call, so a rotated Secret applies at once. A location
+credentials come from the catalog (the model's namespace's own Secret, else the
+gateway-wide one if configured; or the directory file) and are read at every
+call, so a rotated Secret applies at once. A location
 outside the grants of the model's namespace (:mod:`grants`) is refused before
 any request is made.
 
@@ -48,7 +49,7 @@ class ObjectStore:
         self,
         *,
         endpoint: str,
-        credentials: Callable[[], sigv4.Credentials | None],
+        credentials: Callable[[str], sigv4.Credentials | None],
         region: str = "us-east-1",
         allowed: grants.Grants | None = None,
         clock: Callable[[], float] = time.time,
@@ -84,9 +85,11 @@ class ObjectStore:
         if not 1 <= len(location.name) <= 1024:
             raise errors.InvalidParameter("Image.S3Object.Name must be 1 to 1024 characters.")
         self._grants.check(namespace=namespace, bucket=location.bucket, name=location.name)
-        credentials = self._credentials()
+        credentials = self._credentials(namespace)
         if credentials is None:
-            raise errors.InvalidS3Object("The gateway has no credentials for object storage.")
+            raise errors.InvalidS3Object(
+                f"The gateway has no object-storage credentials for namespace {namespace}."
+            )
         path = f"{self._prefix}/{location.bucket}/{quote(location.name, safe='/~')}"
         query = f"versionId={quote(location.version, safe='-_.~')}" if location.version else ""
         headers = sigv4.sign(
