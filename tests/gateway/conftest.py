@@ -16,7 +16,7 @@ from PIL import Image
 
 from kiu.gateway import auth, command, server
 
-from . import processes
+from . import processes, tally
 from .fakes import FakeTransport
 from .signing import ACCESS_KEY, SECRET_KEY
 
@@ -148,6 +148,15 @@ class Local:
 
 
 LocalFactory = Callable[..., "asyncio.Future[Local]"]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fuzz tests' counts of inputs tried and refused, when they ran."""
+    counted = tally.lines()
+    if counted:
+        terminalreporter.section("bad inputs tried and refused")
+        for line in counted:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture
