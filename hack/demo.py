@@ -327,7 +327,8 @@ def values_file() -> Path:
             "cpuModelRepository": str(REPO / "triton-models"),
             "watchNamespaces": [NAMESPACE],
         },
-        "gateway": {"watchNamespaces": [NAMESPACE], "shutdownDelay": 0},
+        # plain HTTP, explicitly: the operator scrapes the gateway's /metrics on its API port
+        "gateway": {"watchNamespaces": [NAMESPACE], "shutdownDelay": 0, "tls": {"enabled": False}},
         "accessKeys": {
             "create": True,
             "keys": [{"name": KEY_NAME, "accessKeyId": KEY_ID, "namespaces": [NAMESPACE]}],
