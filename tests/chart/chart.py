@@ -147,7 +147,12 @@ class Release:
         return base64.b64decode(secret.data["secretAccessKey"]).decode()
 
     def rekognition(
-        self, endpoint_url: str | None = None, *, attempts: int = 1, connections: int = 10
+        self,
+        endpoint_url: str | None = None,
+        *,
+        attempts: int = 1,
+        connections: int = 10,
+        verify: str | None = None,
     ) -> Any:
         """A boto3 client signed with the chart's test key (standard retry mode)."""
         import boto3
@@ -159,6 +164,7 @@ class Release:
             region_name=self.namespace,
             aws_access_key_id=KEY_ID,
             aws_secret_access_key=self.secret_key(),
+            verify=verify,
             config=Config(
                 retries={"total_max_attempts": attempts, "mode": "standard"},
                 max_pool_connections=connections,

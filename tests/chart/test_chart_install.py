@@ -9,7 +9,9 @@ creates must pass it. Both components are scoped to the test's namespace.
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from botocore.exceptions import ClientError, SSLError
 
 from kiu.imaging import scenes
 from tests.chart import chart
@@ -354,3 +357,37 @@ def test_the_standby_operator_takes_over(
         timeout=180,
         what="two units in service under the new leader",
     )
+
+
+def test_the_gateway_serves_https_with_the_charts_certificate(
+    cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLS on, as by default: the chart's self-signed certificate, boto3 verifying its CA,
+    the Service's name resolved to a gateway pod (the local cluster has no DNS)."""
+    with chart.installed(cluster, namespace, "gateway.tls.enabled=true") as release:
+        secret = cluster.core().read_namespaced_secret(f"{RELEASE}-gateway-tls", namespace)
+        ca = base64.b64decode(secret.data["ca.crt"])
+        bundle = cluster.state_dir / f"ca-{namespace}.pem"
+        bundle.write_bytes(ca)
+        host = f"{RELEASE}-gateway.{namespace}.svc"
+        address, port = release.gateway_addresses()[0].split(":")
+        resolve = socket.getaddrinfo
+        monkeypatch.setattr(
+            socket,
+            "getaddrinfo",
+            lambda name, *rest, **kw: resolve(address if name == host else name, *rest, **kw),
+        )
+        try:
+            client = release.rekognition(f"https://{host}:{port}", verify=str(bundle))
+            with pytest.raises(ClientError) as refused:
+                client.describe_project_versions(
+                    ProjectArn=f"arn:kiu:rekognition:{namespace}:000000000000:project/none/1"
+                )
+            assert refused.value.response["Error"]["Code"] == "ResourceNotFoundException"
+            untrusting = release.rekognition(f"https://{host}:{port}")
+            with pytest.raises(SSLError):
+                untrusting.describe_project_versions(
+                    ProjectArn=f"arn:kiu:rekognition:{namespace}:000000000000:project/none/1"
+                )
+        finally:
+            bundle.unlink()
