@@ -11,17 +11,14 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import SSLError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .conftest import arn, directory, png, project_arn, version
-from .signing import ACCESS_KEY, SECRET_KEY
+from .conftest import arn, directory, png, project_arn, rekognition, version
 
 DAY = datetime.timedelta(days=1)
 
@@ -83,15 +80,7 @@ class Authority:
 
 
 def client(port: int, verify: Path | bool) -> Any:
-    return boto3.session.Session().client(
-        "rekognition",
-        endpoint_url=f"https://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        verify=str(verify) if isinstance(verify, Path) else verify,
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    return rekognition(port, verify=str(verify) if isinstance(verify, Path) else verify)
 
 
 def handshake(port: int, ca: Path) -> bool:
