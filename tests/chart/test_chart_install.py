@@ -384,6 +384,26 @@ def test_the_gateway_serves_https_with_the_charts_certificate(
                     ProjectArn=f"arn:kiu:rekognition:{namespace}:000000000000:project/none/1"
                 )
             assert refused.value.response["Error"]["Code"] == "ResourceNotFoundException"
+            # StartProjectVersion: the gateway's own patch passes its admission policy
+            manifest = yaml.safe_load((REPO / "examples/shapes-classifier.yaml").read_text())
+            manifest["spec"]["state"] = "Stopped"
+            cluster.apply(manifest, namespace)
+            arn = wait_for(
+                lambda: release.status("shapes-classifier").get("arn"),
+                timeout=60,
+                what="the ProjectVersion's ARN",
+            )
+            started = wait_for(
+                lambda: client.start_project_version(ProjectVersionArn=arn, MinInferenceUnits=2),
+                timeout=30,
+                what="the gateway to know the ProjectVersion",
+            )
+            assert started["Status"] == "STARTING"
+            spec = cluster.custom().get_namespaced_custom_object(
+                "kiu.dev", "v1alpha1", namespace, "projectversions", "shapes-classifier"
+            )["spec"]
+            assert (spec["state"], spec["minInferenceUnits"]) == ("Running", 2)
+            assert "maxInferenceUnits" not in spec
             untrusting = release.rekognition(f"https://{host}:{port}")
             with pytest.raises(SSLError):
                 untrusting.describe_project_versions(
