@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LEAN := .kiu/lean-venv
 
 .PHONY: help venv tools lint typecheck contracts check unit-tests test \
         cluster-up cluster-down cluster-status demo clean
@@ -17,6 +18,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# Triton 2.51 with its Python backend, for tests/unit_runtime/test_triton.py. Only the
+	@# server binary is used: without --no-deps its numpy<2 pin would downgrade numpy.
+	$(BIN)/pip install --quiet --no-deps 'nvidia-pytriton>=0.7'
 	touch $@
 
 venv: $(STAMP) ## create .venv and install kiu with its dev tools
@@ -41,6 +45,22 @@ test: venv tools check ## everything: static checks, unit tests, and end-to-end 
 
 unit-tests: venv ## only the tests that need no cluster
 	$(BIN)/pytest -m 'not cluster'
+
+.PHONY: lock lean-check
+
+LOCK := $(BIN)/uv pip compile --quiet --universal --generate-hashes --custom-compile-command "make lock"
+
+lock: venv ## pin the images' Python packages with hashes (docker/*/requirements.lock)
+	$(LOCK) --python-version 3.11 --extra unit pyproject.toml -o docker/kiu/requirements.lock
+	$(LOCK) --python-version 3.12 docker/triton/requirements.in -o docker/triton/requirements.lock
+
+lean-check: ## pip install . in a fresh venv: no cpu runtime, and the operator and gateway start
+	rm -rf $(LEAN) && $(PYTHON) -m venv $(LEAN)
+	$(LEAN)/bin/pip install --quiet .
+	! $(LEAN)/bin/pip list 2>/dev/null | grep -iE '^(kserve|onnxruntime|gevent|geventhttpclient|pillow) '
+	$(LEAN)/bin/kiu operator --help >/dev/null
+	$(LEAN)/bin/kiu gateway --help >/dev/null
+	rm -rf $(LEAN)
 
 .PHONY: fuzz
 fuzz: venv ## property-based fuzzing of request parsing and image admission, long random run
@@ -71,15 +91,20 @@ demo-down: ## uninstall the demo's kiu release and stop the local cluster
 		namespace demo --ignore-not-found --wait=false
 	hack/cluster.sh down
 
-.PHONY: bench bench-gateway bench-tps bench-autoscaler bench-e2e bench-operator bench-cold-start
+.PHONY: bench bench-gateway bench-tps bench-autoscaler bench-e2e bench-operator bench-cold-start \
+        bench-unit
 
-bench: venv tools ## every benchmark, then bench/README.md from bench/results/*.json (under 20 min)
+bench: venv tools ## every benchmark, then bench/README.md from bench/results/*.json (about an hour: 3 repetitions)
 	$(BIN)/python -m bench.run
 
 bench-gateway: venv ## gateway overhead against a unit called directly (loopback processes)
 	$(BIN)/python -m bench.run gateway
 
-bench-tps: venv ## admitted rate against the TPS limit, one and two gateway replicas
+.PHONY: profile-gateway
+profile-gateway: venv ## where the gateway's CPU goes per call, stage by stage (py-spy, loopback, root)
+	$(BIN)/python -m bench.hot_path
+
+bench-tps: venv ## admitted rate against the TPS limit, one to three gateway replicas sharing it by demand
 	$(BIN)/python -m bench.run tps
 
 bench-autoscaler: venv ## replay of kiu.policy.scaling against static fleets and an HPA-like rule
@@ -93,6 +118,9 @@ bench-operator: venv tools ## 200 and 1000 ProjectVersions on simulated nodes of
 
 bench-cold-start: venv tools ## a call to a model at zero units on the local cluster, against a warm call
 	$(BIN)/python -m bench.run cold-start
+
+bench-unit: venv ## unit CPU per call for a 224-crop classifier on a 640x480 JPEG, stages apart
+	$(BIN)/python -m bench.run unit
 
 .PHONY: reliability
 

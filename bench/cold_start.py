@@ -140,19 +140,17 @@ def _run(
             f"answer {cold['first_response_s']} s; warm median {statistics.median(warm)} s"
         )
     warm_all = [w for r in runs for w in r["warm_s"]]
-    firsts = [r["first_response_s"] for r in runs]
+    firsts = common.spread((r["first_response_s"] for r in runs), digits=3)
     figures = {
         "repetitions": repetitions,
-        "first_response_median_s": round(statistics.median(firsts), 2),
-        "first_response_max_s": max(firsts),
-        "first_unit_ready_median_s": round(
-            statistics.median(r["first_unit_ready_s"] for r in runs), 2
-        ),
-        "activation_written_median_s": round(
-            statistics.median(r["activation_written_s"] for r in runs), 3
-        ),
+        "first_response_s": firsts,
+        "first_unit_ready_s": common.spread(r["first_unit_ready_s"] for r in runs),
+        "activation_written_s": common.spread(r["activation_written_s"] for r in runs),
+        "warm_s": common.spread((statistics.median(r["warm_s"]) for r in runs), digits=4),
         "warm_median_s": round(statistics.median(warm_all), 4),
-        "cold_over_warm": round(statistics.median(firsts) / statistics.median(warm_all), 1),
+        "cold_over_warm": common.spread(
+            (r["first_response_s"] / statistics.median(r["warm_s"]) for r in runs), digits=1
+        ),
     }
     result = {
         "name": NAME,
@@ -190,12 +188,21 @@ def summary(result: dict[str, Any]) -> str:
         "| run | activation written (s) | first unit Ready (s) | first response (s) "
         "| warm call, median (ms) |\n|---|---|---|---|---|\n"
         f"{rows}\n\n"
-        f"Median first response {f['first_response_median_s']:.1f} s from the call's arrival "
-        f"(first unit Ready at {f['first_unit_ready_median_s']:.1f} s), against a warm call "
-        f"of {f['warm_median_s'] * 1000:.0f} ms in the same run: {f['cold_over_warm']:g}x. "
+        f"First response {_show(f, 'first_response_s', 2)} s from the call's arrival "
+        f"(first unit Ready at {_show(f, 'first_unit_ready_s', 1)} s), against a warm call "
+        f"of {f['warm_median_s'] * 1000:.0f} ms in the same run: "
+        f"{_show(f, 'cold_over_warm', 0)} times as long (medians [min, max] over "
+        f"{f.get('repetitions', len(result['runs']))} repetitions). "
         "Most of the cold start is the unit's own start (process, model load, readiness "
         "probe); the activation signal takes milliseconds."
     )
+
+
+def _show(figures: dict[str, Any], name: str, digits: int) -> str:
+    """A figure with its spread (results written before spreads hold the median only)."""
+    if name in figures:
+        return common.show(figures[name], digits)
+    return common.fmt(figures[name.replace("_s", "_median_s")], digits)
 
 
 def plot(result: dict[str, Any]) -> None:

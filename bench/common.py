@@ -6,10 +6,11 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,25 +42,31 @@ def classifier(
 
 
 def machine() -> dict[str, Any]:
-    """Facts about where and when a benchmark ran (absolute times depend on them)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        commit = ""
+    """Facts about where, when and on what code a benchmark ran (figures depend on them).
+
+    ``tree_clean`` says whether the checkout matched ``commit`` (no tracked file
+    changed, nothing untracked outside ``bench/results``) when the run started.
+    """
+    commit = _git("rev-parse", "--short", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=normal", "--", ".", ":!bench/results")
     return {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "commit": commit,
+        "commit": commit or "",
+        "tree_clean": None if commit is None or status is None else status == "",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _git(*args: str) -> str | None:
+    """Output of a git command in the repository, or None if git is not there."""
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def write(name: str, result: dict[str, Any]) -> Path:
@@ -105,16 +112,71 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+#: Independent repetitions of every measurement in one invocation (figures are their median).
+REPETITIONS = 3
+
+Spread = dict[str, Any]
+
+
+def spread(values: Iterable[float | None], *, digits: int = 3) -> Spread | None:
+    """The median of repeated measurements with their min and max (None if none measured).
+
+    ``{"median", "min", "max", "n", "values"}``: a figure is reported with its spread,
+    and a verdict is taken on the median, never on a run picked after the fact.
+    """
+    present = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not present:
+        return None
+    return {
+        "median": round(statistics.median(present), digits),
+        "min": round(min(present), digits),
+        "max": round(max(present), digits),
+        "n": len(present),
+        "values": [round(v, digits) for v in present],
+    }
+
+
+def median(figure: Spread | float | None) -> float | None:
+    """The median of a spread (a plain number is its own median)."""
+    if figure is None or isinstance(figure, int | float):
+        return figure
+    value: float = figure["median"]
+    return value
+
+
+def show(figure: Spread | float | None, digits: int = 2, unit: str = "") -> str:
+    """``median [min, max]`` of a spread (``-`` if unmeasured); a plain number as is."""
+    if figure is None or isinstance(figure, int | float):
+        return fmt(figure, digits, unit)
+    if figure["n"] == 1:
+        return fmt(figure["median"], digits, unit)
+    return (
+        f"{fmt(figure['median'], digits, unit)} "
+        f"[{fmt(figure['min'], digits)}, {fmt(figure['max'], digits)}]"
+    )
+
+
 def target(
-    value: float | None, *, at_most: float | None = None, at_least: float | None = None, text: str
+    value: Spread | float | None,
+    *,
+    at_most: float | None = None,
+    at_least: float | None = None,
+    text: str,
 ) -> dict[str, Any]:
-    """A figure against its target: ``{"value", "target", "met"}`` (met None if unmeasured)."""
+    """A figure against its target: ``{"value", "min", "max", "target", "met"}``.
+
+    A spread is judged on its median; ``met`` is None if the figure was not measured.
+    """
+    low = high = None
+    if isinstance(value, dict):
+        low, high = value["min"], value["max"]
+        value = value["median"]
     met: bool | None
     if value is None or (isinstance(value, float) and math.isnan(value)):
         met = None
     else:
         met = (at_most is None or value <= at_most) and (at_least is None or value >= at_least)
-    return {"value": value, "target": text, "met": met}
+    return {"value": value, "min": low, "max": high, "target": text, "met": met}
 
 
 def verdict(met: bool | None) -> str:

@@ -42,7 +42,10 @@ Call = Callable[[], Awaitable[str]]
 @dataclass(frozen=True, slots=True)
 class Sample:
     sent: float  # seconds from the start of the load
-    latency: float  # seconds from sending to the answer
+    #: Seconds to the answer from when the call was due: its scheduled send time in an
+    #: open loop (so the generator's own lateness counts, as a user waiting would see
+    #: it: no coordinated omission), the actual send in a closed loop.
+    latency: float
     lag: float  # open loop: how late the call left against its schedule
     outcome: str  # "ok" or an error name
 
@@ -188,7 +191,7 @@ async def scheduled(
     call: Call, times: list[float], *, call_timeout: float = 30.0, start: float | None = None
 ) -> tuple[list[Sample], float]:
     """One call at each time (seconds from `start`, a perf_counter reading; default now),
-    open loop; (samples, window)."""
+    open loop; (samples, window). Latency counts from each call's scheduled time."""
     samples: list[Sample] = []
     if start is None:
         start = time.perf_counter()
@@ -202,7 +205,8 @@ async def scheduled(
             outcome = await asyncio.wait_for(call(), call_timeout)
         except TimeoutError:
             outcome = "ClientTimeout"
-        samples.append(Sample(sent - start, time.perf_counter() - sent, sent - start - at, outcome))
+        due = start + at
+        samples.append(Sample(sent - start, time.perf_counter() - due, sent - due, outcome))
 
     await asyncio.gather(*(one(at) for at in times))
     samples.sort(key=lambda s: s.sent)

@@ -48,8 +48,10 @@ GROUP, VERSION, PLURAL = "kiu.dev", "v1alpha1", "projectversions"
 SIZES = tuple(int(n) for n in os.environ.get("KIU_BENCH_OPERATOR_SIZES", "200,1000").split(","))
 IDLE_SECONDS = 20.0
 SETTLE_SECONDS = 10.0
+# Repetitions of every size (KIU_BENCH_OPERATOR_REPETITIONS; figures are medians).
+REPETITIONS = int(os.environ.get("KIU_BENCH_OPERATOR_REPETITIONS", str(common.REPETITIONS)))
 # The plain-Deployment baseline takes as long as the operator's run; by default it runs
-# at the first size only, so that `make bench` stays under 20 minutes on 2 cores
+# at the first size only, which keeps `make bench` some 10 minutes shorter on 2 cores
 # (KIU_BENCH_OPERATOR_BASELINE_SIZES=200,1000 runs it at both).
 BASELINE_SIZES = tuple(
     int(n) for n in os.environ.get("KIU_BENCH_OPERATOR_BASELINE_SIZES", "").split(",") if n
@@ -358,6 +360,7 @@ def measure_size(
     n: int,
     *,
     suffix: str,
+    repetition: int,
     kubeconfig: Path,
     requests: Requests,
     logs: Path,
@@ -367,7 +370,7 @@ def measure_size(
     out: dict[str, Any] = {"projectversions": n}
     timeout = 300.0 + 0.6 * n
     # The operator.
-    namespace = fresh_namespace(cluster, f"kiu-bench-op-{suffix}-{n}", suffix)
+    namespace = fresh_namespace(cluster, f"kiu-bench-op-{suffix}-{n}-{repetition}", suffix)
     process = start_operator(kubeconfig, namespace, logs)
     pid = process.pid
     try:
@@ -418,7 +421,7 @@ def measure_size(
         return out
     # The control plane alone: the same number of plain Deployments.
     phase_start = time.monotonic()
-    namespace = fresh_namespace(cluster, f"kiu-bench-plain-{suffix}-{n}", suffix)
+    namespace = fresh_namespace(cluster, f"kiu-bench-plain-{suffix}-{n}-{repetition}", suffix)
     common.log(f"operator: {n}: baseline, {n} plain Deployments")
     created_at = time.monotonic()
     create_s = create_all(cluster, namespace, deployment, n, "deployment")
@@ -435,6 +438,23 @@ def measure_size(
     else:
         drop_namespace(cluster, namespace)
     out["baseline_phase_s"] = round(time.monotonic() - phase_start, 1)
+    return out
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One size over its repetitions: each number its median (the spread beside it under
+    ``spread``), the progress curves of the first repetition, and every run as measured."""
+    first = runs[0]
+    out: dict[str, Any] = {}
+    spread: dict[str, Any] = {}
+    for key, value in first.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            spread[key] = common.spread(r.get(key) for r in runs)
+            out[key] = common.median(spread[key])
+        else:
+            out[key] = value
+    out["spread"] = spread
+    out["runs"] = runs
     return out
 
 
@@ -463,6 +483,7 @@ def _rss(pid: int) -> float:
 def run(*, quick: bool = False) -> dict[str, Any] | None:
     started = common.machine()
     sizes = (20, 100) if quick else SIZES
+    repetitions = 1 if quick else REPETITIONS
     baseline_sizes = BASELINE_SIZES or sizes[:1]
     cluster, we_started = start_cluster()
     suffix = uuid.uuid4().hex[:5]
@@ -491,11 +512,17 @@ def run(*, quick: bool = False) -> dict[str, Any] | None:
         with tempfile.TemporaryDirectory(prefix="kiu-bench-operator-") as tmp:
             kubeconfig = Path(tmp) / "operator.kubeconfig"
             operator_kubeconfig(cluster, home, kubeconfig)
-            for n in sizes:
-                figures[str(n)] = measure_size(
-                    cluster, n, suffix=suffix, kubeconfig=kubeconfig, requests=requests,
-                    logs=Path(tmp), last=n == sizes[-1], baseline=n in baseline_sizes,
-                )  # fmt: skip
+            runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
+            for rep in range(repetitions):  # sizes interleaved: drift hits every size alike
+                for n in sizes:
+                    common.log(f"operator: {n}: repetition {rep + 1} of {repetitions}")
+                    runs[n].append(measure_size(
+                        cluster, n, suffix=suffix, repetition=rep, kubeconfig=kubeconfig,
+                        requests=requests, logs=Path(tmp),
+                        last=n == sizes[-1] and rep == repetitions - 1,
+                        baseline=n in baseline_sizes,
+                    ))  # fmt: skip
+            figures = {str(n): summarise(r) for n, r in runs.items()}
     finally:
         common.log("operator: cleaning up")
         for obj in reversed(objects):
@@ -533,6 +560,7 @@ def run(*, quick: bool = False) -> dict[str, Any] | None:
         "machine": started,
         "settings": {
             "sizes": list(sizes),
+            "repetitions": repetitions,
             "idle_seconds": IDLE_SECONDS,
             "rest_seconds": REST_SECONDS,
             "settle_seconds": SETTLE_SECONDS,
@@ -599,7 +627,9 @@ def summary(result: dict[str, Any]) -> str:
         f"available by the control plane alone (at "
         f"{', '.join(map(str, st.get('baseline_sizes', st['sizes'])))} ProjectVersions). "
         f"At rest = {st['rest_seconds']:g} s after "
-        f"everything was RUNNING (+{st['settle_seconds']:g} s to settle).",
+        f"everything was RUNNING (+{st['settle_seconds']:g} s to settle). "
+        f"{st.get('repetitions', 1)} repetition(s) per size, sizes interleaved: medians "
+        f"[min, max] (growth and ratios from the medians; curves of the first repetition).",
         "",
         "| ProjectVersions | created in (s) | all RUNNING after (s) | plain Deployments "
         "available after (s) | ratio | operator CPU to RUNNING (s) | idle RSS MiB "
@@ -608,14 +638,19 @@ def summary(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, f in sorted(result["figures"].items(), key=lambda kv: int(kv[0])):
+
+        def cell(key: str, digits: int = 1, f: dict[str, Any] = f) -> str:
+            return common.show(f.get("spread", {}).get(key, f.get(key)), digits)
+
         lines.append(
-            f"| {n} | {f['create_s']} | {common.fmt(f['all_running_s'], 1)} "
-            f"({f['running_at_end']} RUNNING) | {common.fmt(f.get('baseline_all_available_s'), 1)} "
-            f"| {common.fmt(f.get('running_vs_baseline'))} | {f['operator_cpu_s_to_running']} "
-            f"| {f['idle_rss_mib']} | {f['peak_rss_mib']} ({f['peak_rss_per_pv_kib']}) "
-            f"| {f['idle_requests_per_minute']} | {f['rest_requests_per_minute']} "
-            f"| {f['rest_requests_per_pv_per_minute']} "
-            f"({f['rest_requests_per_pv_per_minute_above_idle']}) | {f['rest_cpu_cores']} |"
+            f"| {n} | {cell('create_s')} | {cell('all_running_s')} "
+            f"({cell('running_at_end', 0)} RUNNING) | {cell('baseline_all_available_s')} "
+            f"| {common.fmt(f.get('running_vs_baseline'))} | {cell('operator_cpu_s_to_running')} "
+            f"| {cell('idle_rss_mib')} | {cell('peak_rss_mib')} ({f['peak_rss_per_pv_kib']}) "
+            f"| {cell('idle_requests_per_minute')} | {cell('rest_requests_per_minute')} "
+            f"| {cell('rest_requests_per_pv_per_minute', 3)} "
+            f"({cell('rest_requests_per_pv_per_minute_above_idle', 3)}) "
+            f"| {cell('rest_cpu_cores', 3)} |"
         )
     g = result["growth"]
     lines += [

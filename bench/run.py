@@ -28,6 +28,7 @@ BENCHMARKS = {
     "e2e": "bench.e2e_autoscaling",
     "operator": "bench.operator_scale",
     "cold-start": "bench.cold_start",
+    "unit": "bench.unit_cpu",
 }
 
 

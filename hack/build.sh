@@ -36,6 +36,30 @@ flock 9
 start=$(date +%s)
 built=()
 
+# --- host packages ---------------------------------------------------------
+# kube-proxy (iptables mode) needs iptables, iptables-restore and conntrack on
+# the host; without them the cluster runs with no ClusterIPs. As root on Debian
+# or Ubuntu they are installed here; otherwise say how.
+host_packages() {
+    local missing=()
+    command -v iptables-restore >/dev/null || missing+=(iptables)
+    command -v conntrack >/dev/null || missing+=(conntrack)
+    ((${#missing[@]})) || return 0
+    if [[ "${KIU_KUBE_PROXY:-1}" == 0 ]]; then
+        return 0
+    fi
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        log "installing ${missing[*]} for kube-proxy (Debian packages)"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    else
+        log "kube-proxy needs ${missing[*]}: install them (e.g. sudo apt-get install" \
+            "${missing[*]}) or the local cluster runs without ClusterIPs"
+    fi
+}
+host_packages
+
 staging_version() { # v1.36.3 -> v0.36.3
     local v="${1#v}"
     echo "v0.${v#*.}"

@@ -31,25 +31,28 @@ _METADATA = "Standard object metadata; only name is restricted (table below)."
 _OPERATOR_STATE = """\
 ## Where the operator keeps its own state
 
-kopf keeps bookkeeping per object: the progress of its handlers and the last
-handled spec (the diff base). kiu stores both in annotations only, and the
-schema has no `status.kopf` and keeps no unknown status fields: the API server
-prunes anything in status that is not listed below, silently. So the operator:
+kopf keeps bookkeeping per object only for change handlers, daemons and timers:
+the progress of its handlers, the last handled spec (the diff base) and a
+finalizer. The operator registers none of them, only event handlers and indices
+(`kiu.controller.handlers`). So kopf puts no finalizer on a ProjectVersion
+(deleting one never waits for the operator; owner references make the garbage
+collector delete its objects), stores no diff base, and posts no Events of its
+own (`settings.posting.enabled = False`: the reconciler posts Events with reasons
+people can act on). The schema has no `status.kopf` and keeps no unknown status
+fields: the API server prunes anything in status that is not listed below,
+silently. So the operator:
 
-- configures kopf explicitly instead of relying on its defaults:
-  `settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kiu.dev")`,
-  `settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kiu.dev")`
-  and `settings.persistence.finalizer = "kiu.dev/finalizer"`;
+- sets `settings.persistence.progress_storage =
+  kopf.AnnotationsProgressStorage(prefix="kiu.dev")`, so that whatever handler
+  progress kopf might record goes to annotations, never to status;
 - returns nothing from its handlers, since kopf stores a handler's return value
   in `status.<handler id>`, which would be pruned;
 - writes status only in the shape of `kiu.api.projectversion.Status`
   (`model_dump(by_alias=True, mode="json", exclude_none=True)`).
 
-Why annotations: status stays the public contract, identical to the models in
-`kiu.api` (tests check field by field), and `kubectl get -o yaml` shows only
-what users need. Annotations live on the main resource, so kopf's writes never
-conflict with the operator's status patches; the cost, a few hundred bytes of
-annotations per object, is small.
+Why: status stays the public contract, identical to the models in `kiu.api`
+(tests check field by field), and `kubectl get -o yaml` shows only what users
+need.
 """
 
 

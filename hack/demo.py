@@ -49,6 +49,9 @@ KEY_NAME = "demo"
 KEY_ID = "AKIAKIUDEMO000000001"
 SECRET = f"{RELEASE}-access-key-{KEY_NAME}"
 GATEWAY_SERVICE = f"{RELEASE}-gateway"
+#: boto3 clients, each with its own keep-alive connections, so that kube-proxy spreads
+#: them over the gateway replicas as it would spread a user's clients.
+CLIENTS = 8
 SCALE_DOWN_DELAY = 40
 
 
@@ -327,7 +330,7 @@ def values_file() -> Path:
             "cpuModelRepository": str(REPO / "triton-models"),
             "watchNamespaces": [NAMESPACE],
         },
-        # plain HTTP, explicitly: the operator scrapes the gateway's /metrics on its API port
+        # plain HTTP, explicitly: the demo calls gateway pods by address (no cluster DNS)
         "gateway": {"watchNamespaces": [NAMESPACE], "shutdownDelay": 0, "tls": {"enabled": False}},
         "accessKeys": {
             "create": True,
@@ -417,6 +420,21 @@ def apply_examples() -> None:
 
 
 def gateway_addresses() -> list[str]:
+    """Where clients call the gateway: its Service's ClusterIP, as a user reaches it.
+
+    kube-proxy balances each new connection over the ready replicas. A cluster
+    started without kube-proxy (KIU_KUBE_PROXY=0, no iptables) has no ClusterIPs:
+    then the ready replicas' pod addresses, one client each.
+    """
+    if (STATE / "config" / "kube-proxy.enabled").exists():
+        ip = kubectl(
+            "get", "service", GATEWAY_SERVICE, "-n", SYSTEM, "-o", "jsonpath={.spec.clusterIP}"
+        )
+        return [f"http://{ip.strip()}:8080"] * CLIENTS if _ready_gateway_pods() else []
+    return _ready_gateway_pods()
+
+
+def _ready_gateway_pods() -> list[str]:
     out = kubectl(
         "get",
         "endpointslices",
@@ -567,12 +585,10 @@ kiu is still running. Try:
   kubectl get pods -n {SYSTEM}                     # 2 operators (one holds the Lease), 2 gateways
   kubectl scale pjv/{MODEL} -n {NAMESPACE} --replicas=2    # raise the floor, live
 
-Call the model with boto3 (the gateway's address is a pod address: no cluster DNS here):
+Call the model with boto3 through the gateway's Service:
 
-  GATEWAY_IP=$(kubectl get endpointslices -n {SYSTEM} \\
-      -l kubernetes.io/service-name={GATEWAY_SERVICE} \\
-      -o jsonpath='{{.items[0].endpoints[0].addresses[0]}}')
-  export GATEWAY=http://$GATEWAY_IP:8080
+  export GATEWAY=http://$(kubectl get service {GATEWAY_SERVICE} -n {SYSTEM} \\
+      -o jsonpath='{{.spec.clusterIP}}'):8080
   export AWS_ACCESS_KEY_ID={KEY_ID}
   export AWS_SECRET_ACCESS_KEY=$(kubectl get secret {SECRET} -n {SYSTEM} \\
       -o jsonpath='{{.data.secretAccessKey}}' | base64 -d)
@@ -609,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     addresses = wait(gateway_addresses, timeout=60, what="a ready gateway")
     arn = status()["arn"]
     say(
-        f"load on {MODEL} through {len(addresses)} gateway replicas for "
+        f"load on {MODEL} from {len(addresses)} clients via {sorted(set(addresses))} for "
         f"{duration():.0f} s: one unit admits 5 calls/s, the load climbs to 14"
     )
     samples = drive(arn, clients(addresses, secret_key()), period=args.period)

@@ -51,8 +51,8 @@ for namespace in "$SYSTEM" "$NAMESPACE"; do
 done
 
 say "installing charts/kiu into $SYSTEM"
-# Plain HTTP, explicitly (gateway.tls.enabled=false): the operator scrapes the
-# gateway's /metrics on its API port.
+# Plain HTTP, explicitly (gateway.tls.enabled=false): the instructions below call the
+# gateway through a plain port-forward.
 helm upgrade --install kiu "$REPO/charts/kiu" --kube-context "kind-$CLUSTER" \
     --namespace "$SYSTEM" \
     --set "image.repository=${IMAGE%:*}" --set "image.tag=${IMAGE##*:}" \

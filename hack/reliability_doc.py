@@ -30,6 +30,7 @@ ORDER = (
     "operator-killed",
     "gateway-term",
     "gateway-kill",
+    "gateway-killed-one-sided",
     "apiserver-restart",
     "unit-hangs",
 )

@@ -28,6 +28,7 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
+from kiu.contract import Classification, Contract, Detection, Input, Resize, placement
 from kiu.imaging import postprocessing, preprocessing, scenes
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[1] / "triton-models"
@@ -355,7 +356,13 @@ def _adam(
 def _images(kind: scenes.Kind, *, seed: int, count: int, size: int) -> tuple[np.ndarray, list]:
     """Generated scenes, decoded and resized exactly as a unit does: (N, 3, size, size)."""
     generated = list(scenes.scenes(kind, seed=seed, count=count))
-    tensors = preprocessing.preprocess((s.image for s in generated), width=size, height=size)
+    contract = Contract(
+        task="classification",
+        input=Input("PIXELS", width=size, height=size),
+        output=Classification("PROBABILITIES"),
+        scale=1 / 255,
+    )
+    tensors, _ = preprocessing.preprocess((s.image for s in generated), contract)
     return tensors, generated
 
 
@@ -620,6 +627,22 @@ def _uniform_labels() -> postprocessing.LabelSet:
     return postprocessing.LabelSet(names=scenes.SHAPES, thresholds=(50.0,) * CLASSES)
 
 
+def _detect(scores: np.ndarray, candidates: np.ndarray) -> dict[str, np.ndarray]:
+    """The served postprocessing: the anchors format, centre-size boxes in input ratios."""
+    spec = Detection(
+        format="anchors", boxes="CANDIDATES", scores="SCORES", box="cxcywh", units="normalised"
+    )
+    size = (DETECTOR_SIZE, DETECTOR_SIZE)
+    items = postprocessing.candidates(
+        {"SCORES": scores, "CANDIDATES": candidates}, spec, input_size=size, classes=CLASSES
+    )
+    # stretched: ratios of the input are ratios of any original image
+    stretched = placement(Resize(), original=size, target=size)
+    return postprocessing.detect(
+        items, [stretched] * len(items), labels=_uniform_labels(), suppress=True
+    )
+
+
 def train_classifier(*, repository: Path, count: int, epochs: int) -> dict[str, object]:
     print("classifier: generating data", flush=True)
     pixels, generated = _images(
@@ -692,7 +715,7 @@ def train_detector(*, repository: Path, count: int, epochs: int) -> dict[str, ob
     ) -> tuple[dict[str, list[tuple[float, bool]]], dict[str, int], list[float]]:
         xs, gen = _images("detection", seed=SEEDS[split], count=n, size=DETECTOR_SIZE)
         scores, candidates = _run(session, xs)
-        outputs = postprocessing.detect(scores, candidates, labels=_uniform_labels())
+        outputs = _detect(scores, candidates)
         return _match_detections(outputs, gen)
 
     found, totals, _ = matched("validation", 500)

@@ -101,6 +101,8 @@ def args_of(objects: list[dict[str, Any]], deployment: str) -> list[str]:
 
 GROUP, VERSION, PLURAL = "kiu.dev", "v1alpha1", "projectversions"
 RELEASE = "kiu"
+#: The gateway's internal port (/metrics, probes, the replica exchange): the chart default.
+GATEWAY_INTERNAL_PORT = 9090
 LEASE = "kiu-operator"
 KEY_ID = "AKIAKIUCHARTTEST0001"
 
@@ -130,6 +132,25 @@ class Release:
             for endpoint in piece.endpoints or []
             if endpoint.conditions and endpoint.conditions.ready
         )
+
+    def gateway_metrics(self, address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The kiu_gateway_* samples of the replica at API address host:port, read on its
+        internal port (gateway.internalPort, 9090): (name, sorted labels but the namespace)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        host = address.rsplit(":", 1)[0]
+        url = f"http://{host}:{GATEWAY_INTERNAL_PORT}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return {
+            (
+                s.name,
+                tuple(sorted((k, v) for k, v in s.labels.items() if k != "namespace")),
+            ): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("kiu_gateway_")
+        }
 
     def gateway_address(self) -> str:
         """A ready endpoint of the gateway Service as a URL."""

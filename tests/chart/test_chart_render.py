@@ -216,7 +216,7 @@ def test_the_operator_scrapes_exactly_this_releases_gateway_pods(rendered: Any) 
     assert wanted["app.kubernetes.io/instance"] == "kiu"
     assert options.gateway_namespace == NAMESPACE
     gateway = _parse("gateway", args_of(objects, "kiu-gateway")[2:])
-    assert options.gateway_port == gateway.port
+    assert options.gateway_port == gateway.internal_port
     operator_labels = find(objects, "Deployment", "kiu-operator")["spec"]["template"]["metadata"][
         "labels"
     ]
@@ -468,22 +468,56 @@ def test_only_the_gateway_reaches_the_units(production: list[dict[str, Any]]) ->
 def test_gateway_clients_and_scrapers(
     default: list[dict[str, Any]], production: list[dict[str, Any]]
 ) -> None:
+    """Clients reach the API port only; the internal port (metrics, probes, the replica
+    exchange) admits the operator, metricsFrom and the other gateway pods only."""
     operator = find(production, "Deployment", "kiu-operator")["spec"]["template"]["metadata"]
-    (rule,) = find(production, "NetworkPolicy", "kiu-gateway")["spec"]["ingress"]
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-    peers = rule["from"]
+    gateway = find(production, "Deployment", "kiu-gateway")["spec"]["template"]["metadata"]
+    api, internal = find(production, "NetworkPolicy", "kiu-gateway")["spec"]["ingress"]
+    assert api["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert api["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kiu.dev/gateway-client": "true"}}}
+    ]
+    assert internal["ports"] == [{"port": "internal", "protocol": "TCP"}]
+    peers = internal["from"]
     assert any(
         "podSelector" in p and _matches(p["podSelector"]["matchLabels"], operator["labels"])
         for p in peers
     ), "the operator must reach the gateway's /metrics"
-    assert {"namespaceSelector": {"matchLabels": {"kiu.dev/gateway-client": "true"}}} in peers
-    # Without gatewayClients the API is open to every client (and so to the operator).
-    (open_rule,) = find(default, "NetworkPolicy", "kiu-gateway")["spec"]["ingress"]
-    assert "from" not in open_rule
+    assert any(
+        "podSelector" in p and _matches(p["podSelector"]["matchLabels"], gateway["labels"])
+        for p in peers
+    ), "the replicas must reach each other's exchange"
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    } in peers
+    assert not any(p in peers for p in api["from"])
+    # Without gatewayClients the API is open to every client; the internal port is not.
+    open_api, closed = find(default, "NetworkPolicy", "kiu-gateway")["spec"]["ingress"]
+    assert "from" not in open_api
+    assert closed["from"]
     # Nothing but metricsFrom reaches the operator.
     assert find(default, "NetworkPolicy", "kiu-operator")["spec"]["ingress"] == []
     (scrape,) = find(production, "NetworkPolicy", "kiu-operator")["spec"]["ingress"]
     assert scrape["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+
+
+def test_gateway_probes_and_metrics_use_the_internal_port(default: list[dict[str, Any]]) -> None:
+    pod = find(default, "Deployment", "kiu-gateway")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    options = _parse("gateway", container["args"][1:])
+    assert ports == {"http": options.port, "internal": options.internal_port}
+    assert options.port != options.internal_port
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == "internal", probe
+    # The API Service exposes the API only; the internal port has a headless Service.
+    service = find(default, "Service", "kiu-gateway")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    internal = find(default, "Service", "kiu-gateway-internal")
+    assert internal["spec"]["clusterIP"] == "None"
+    assert [p["targetPort"] for p in internal["spec"]["ports"]] == ["internal"]
+    env = {e["name"]: e.get("valueFrom", {}) for e in container["env"]}
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
 
 
 def test_network_policies_can_be_turned_off() -> None:
@@ -541,8 +575,20 @@ def test_dashboard_plots_what_kiu_exports(production: list[dict[str, Any]]) -> N
     assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(config["data"]["kiu.json"])
     titles = [panel["title"] for panel in dashboard["panels"]]
-    for wanted in ("desired vs in service", "Demand vs TPS limit", "Throttled", "Latency"):
+    for wanted in (
+        "desired vs in service",
+        "Demand vs TPS limit",
+        "Throttled",
+        "Latency per model",
+        "Cold starts",
+    ):
         assert any(wanted.lower() in title.lower() for title in titles), wanted
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert any(
+        "histogram_quantile(0.99, sum by (namespace, projectversion, le)" in e
+        and "kiu_gateway_model_request_duration_seconds_bucket" in e
+        for e in expressions
+    )
     exported = _metric_names()
     suffixes = ("_total", "_bucket", "_sum", "_count")
     for panel in dashboard["panels"]:
@@ -685,3 +731,92 @@ def test_every_value_is_commented() -> None:
         inherited = any(c for _, c in ancestors)
         assert commented or inherited or is_section, f"values.yaml:{number + 1}: {line}"
         ancestors.append((indent, commented or inherited))
+
+
+# --- alerts and `helm test` --------------------------------------------------------------
+
+ALERTS = {
+    "KiuProjectVersionFailed",
+    "KiuProjectVersionDegraded",
+    "KiuThrottling",
+    "KiuDemandAboveMaxCapacity",
+    "KiuNoGatewayDemand",
+    "KiuOperatorWithoutLeader",
+}
+
+
+def test_alerts_are_opt_in(default: list[dict[str, Any]]) -> None:
+    assert not of_kind(default, "PrometheusRule")
+
+
+def test_alert_rules_parse_and_read_what_kiu_exports(production: list[dict[str, Any]]) -> None:
+    import promql_parser
+
+    rule = find(production, "PrometheusRule", "kiu")
+    (group,) = rule["spec"]["groups"]
+    rules = {r["alert"]: r for r in group["rules"]}
+    assert set(rules) == ALERTS
+    exported = _metric_names()
+    for name, alert in rules.items():
+        promql_parser.parse(alert["expr"])  # ValueError on a PromQL syntax error
+        for metric in re.findall(r"\b(kiu_[a-z_]+)", alert["expr"]):
+            base = metric.removesuffix("_total")
+            assert metric in exported or base in exported, f"{name}: {metric}"
+        assert re.fullmatch(r"[0-9]+[smh]", alert["for"])
+        assert alert["labels"]["severity"] == "warning"
+        assert alert["annotations"]["summary"]
+    assert "> 0.05" in rules["KiuThrottling"]["expr"]
+    assert 'namespace="kiu-system"' in rules["KiuOperatorWithoutLeader"]["expr"]
+
+
+def _hook_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (pod,) = [
+        o
+        for o in of_kind(objects, "Pod")
+        if o["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+    ]
+    return pod
+
+
+def test_helm_test_calls_the_gateway_service_with_the_charts_key() -> None:
+    objects = chart.template(chart.VALUES / "local-cluster.yaml")
+    pod = _hook_pod(objects)
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    service = find(objects, "Service", "kiu-gateway")
+    port = service["spec"]["ports"][0]["port"]
+    assert env["KIU_TEST_ENDPOINT"]["value"] == f"http://kiu-gateway.{NAMESPACE}.svc:{port}"
+    secret = find(objects, "Secret", "kiu-access-key-test")
+    for name, key in (
+        ("AWS_ACCESS_KEY_ID", "accessKeyId"),
+        ("AWS_SECRET_ACCESS_KEY", "secretAccessKey"),
+    ):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (secret["metadata"]["name"], key)
+        assert key in secret["data"]
+    assert env["KIU_TEST_EXPECT_PROJECT"]["value"] == "false"
+    script = container["command"][2]
+    assert container["command"][:2] == ["python", "-c"]
+    assert script == (chart.CHART / "files" / "helm-test.py").read_text()
+    compile(script, "helm-test.py", "exec")
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    gateway = find(objects, "Deployment", "kiu-gateway")["spec"]["template"]["spec"]
+    assert pod["spec"]["securityContext"] == gateway["securityContext"]
+    assert container["securityContext"] == gateway["containers"][0]["securityContext"]
+
+
+def test_helm_test_needs_a_key_it_can_read() -> None:
+    # No key created by the chart, or keys kept in another namespace: no test Pod.
+    assert not of_kind(chart.template(), "Pod")
+    assert not of_kind(chart.template(chart.VALUES / "production.yaml"), "Pod")
+    named = chart.template(
+        chart.VALUES / "local-cluster.yaml",
+        set_values=[
+            "helmTest.projectArn=arn:kiu:rekognition:retail:000000000000:project/shapes/1",
+            "helmTest.endpoint=http://10.96.0.12:8080",
+        ],
+    )
+    env = {e["name"]: e.get("value") for e in _hook_pod(named)["spec"]["containers"][0]["env"]}
+    assert env["KIU_TEST_ENDPOINT"] == "http://10.96.0.12:8080"
+    assert env["KIU_TEST_EXPECT_PROJECT"] == "true"

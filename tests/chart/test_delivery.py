@@ -229,7 +229,9 @@ def test_printed_instructions_name_real_objects(demo: ModuleType) -> None:
     names = {(o["kind"], o["metadata"]["name"]) for o in objects}
     assert ("Secret", demo.SECRET) in names
     assert ("Service", demo.GATEWAY_SERVICE) in names
-    assert f"kubernetes.io/service-name={demo.GATEWAY_SERVICE}" in text
+    # Users reach the gateway through its Service, as a client of a real cluster would.
+    assert f"kubectl get service {demo.GATEWAY_SERVICE} -n {demo.SYSTEM}" in text
+    assert "{.spec.clusterIP}" in text
     assert "make demo-down" in text
     assert "kubectl get pjv -n demo" in text
     # The snippet is valid Python once the shell has substituted nothing in it.

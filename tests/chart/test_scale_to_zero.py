@@ -81,6 +81,11 @@ def burst(release: Release, arn: str, gateways: list[str]) -> list[dict[str, Any
         return list(pool.map(call, clients))
 
 
+def internal(address: str) -> str:
+    """The internal port (/metrics) of the gateway replica at API address host:8080."""
+    return f"{address.rsplit(':', 1)[0]}:9090"
+
+
 def samples(url: str, name: str) -> float:
     """The sum of a metric's samples on a /metrics page."""
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -96,10 +101,13 @@ def samples(url: str, name: str) -> float:
 def served(release: Release) -> float:
     """Inferences the model's unit pods answered, from their own metrics."""
     pods = harness.units(release.cluster, release.namespace, NAME)
+    # A unit the burst's demand added may still be starting (no metrics port yet): it
+    # has answered nothing, so only Ready units are asked.
     return sum(
         samples(f"http://{p.status.pod_ip}:8002/metrics", "kiu_unit_requests_total")
         for p in pods
         if p.status.pod_ip
+        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
     )
 
 
@@ -143,7 +151,7 @@ def test_an_idle_model_scales_to_zero_and_a_burst_wakes_it(
     annotations = harness.get(cluster, namespace, NAME)["metadata"]["annotations"]
     assert ACTIVATION in annotations
     activations = [
-        samples(f"http://{g}/metrics", "kiu_gateway_activations_total") for g in gateways
+        samples(f"http://{internal(g)}/metrics", "kiu_gateway_activations_total") for g in gateways
     ]
     assert all(n >= 1 for n in activations), activations
     assert release.status(NAME)["status"] == "RUNNING"
@@ -158,7 +166,9 @@ def test_an_idle_model_scales_to_zero_and_a_burst_wakes_it(
         assert "retry in" in error.response["Error"]["Message"]
         assert int(error.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"]) > 0
     assert all(a["CustomLabels"] for a in answers if isinstance(a, dict))
-    rejected = samples(f"http://{gateways[0]}/metrics", "kiu_gateway_hold_rejections_total")
+    rejected = samples(
+        f"http://{internal(gateways[0])}/metrics", "kiu_gateway_hold_rejections_total"
+    )
     assert rejected == QUEUE
 
 

@@ -81,4 +81,5 @@ def detect_body(image: bytes | str, **fields: Any) -> bytes:
 def alive(gw: processes.Gateway) -> None:
     """The process still runs and answers."""
     assert gw.process.popen.poll() is None, gw.process.output()
-    assert processes.http_ok(gw.url + "/healthz")
+    assert processes.http_ok(gw.internal_url + "/healthz")
+    assert processes.answers(gw.url + "/")

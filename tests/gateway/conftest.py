@@ -126,6 +126,11 @@ class Local:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def internal_url(self) -> str:
+        """Health, readiness and /metrics."""
+        return f"http://127.0.0.1:{self.gateway.internal_port}"
+
     def client(self, **options: Any) -> Any:
         return rekognition(self.port, **options)
 
@@ -179,7 +184,10 @@ async def local(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         path = tmp_path / f"directory-{len(started)}.yaml"
         write(path, content)
         options = command.parser().parse_args(
-            ["--directory", str(path), "--host", "127.0.0.1", "--port", "0", "--zone", "a", *args]
+            [
+                *("--directory", str(path), "--host", "127.0.0.1", "--zone", "a"),
+                *("--port", "0", "--internal-port", "0", *args),
+            ]
         )
         transport = FakeTransport()
         gateway, _ = await command.build(options, transport=transport, tokens=tokens)

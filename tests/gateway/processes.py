@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "triton-models"
 HOST = "127.0.0.1"
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(
@@ -49,6 +44,17 @@ def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def answers(url: str) -> bool:
+    """An HTTP answer of any status came back (the API port answers GET with an error)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
     except (urllib.error.URLError, OSError):
         return False
 
@@ -112,7 +118,13 @@ class Unit:
 
 
 def start_unit(
-    model: str, zone: str, logs: Path, *, host: str = HOST, log_level: str = "WARNING"
+    model: str,
+    zone: str,
+    logs: Path,
+    *,
+    host: str = HOST,
+    log_level: str = "WARNING",
+    repository: Path = MODELS,
 ) -> Unit:
     grpc, http, metrics = free_port(host), free_port(host), free_port(host)
     process = Process(
@@ -123,7 +135,7 @@ def start_unit(
             "kiu",
             "unit",
             "--model-repository",
-            str(MODELS),
+            str(repository),
             "--model",
             model,
             "--host",
@@ -172,13 +184,20 @@ def wait_ready(unit: Unit, *, timeout: float = 180.0) -> None:
 
 @contextlib.contextmanager
 def units(
-    specs: list[tuple[str, str]], logs: Path, *, host: str = HOST, log_level: str = "WARNING"
+    specs: list[tuple[str, str]],
+    logs: Path,
+    *,
+    host: str = HOST,
+    log_level: str = "WARNING",
+    repository: Path = MODELS,
 ) -> Iterator[list[Unit]]:
     """Start units [(model, zone)] in parallel and wait until all are ready."""
     started: list[Unit] = []
     try:
         for model, zone in specs:
-            started.append(start_unit(model, zone, logs, host=host, log_level=log_level))
+            started.append(
+                start_unit(model, zone, logs, host=host, log_level=log_level, repository=repository)
+            )
         for unit in started:
             wait_ready(unit)
         yield started
@@ -191,14 +210,23 @@ def units(
 class Gateway:
     port: int
     process: Process
+    internal_port: int = 0
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    @property
+    def internal_url(self) -> str:
+        """Health, readiness, /metrics and the replica exchange."""
+        return f"http://{HOST}:{self.internal_port}"
 
-def start_gateway(directory: Path, logs: Path, *args: str, zone: str = "a") -> Gateway:
+
+def start_gateway(
+    directory: Path, logs: Path, *args: str, zone: str = "a", internal_port: int | None = None
+) -> Gateway:
     port = free_port()
+    internal = internal_port or free_port()
     process = Process(
         f"gateway-{port}",
         [
@@ -212,22 +240,27 @@ def start_gateway(directory: Path, logs: Path, *args: str, zone: str = "a") -> G
             HOST,
             "--port",
             str(port),
+            "--internal-port",
+            str(internal),
             "--zone",
             zone,
             *args,
         ],
         logs / f"gateway-{port}.log",
     ).start()
-    gateway = Gateway(port, process)
+    gateway = Gateway(port, process, internal)
     wait_until(
-        lambda: http_ok(f"{gateway.url}/readyz"), timeout=60, what="the gateway", process=process
+        lambda: http_ok(f"{gateway.internal_url}/readyz"),
+        timeout=60,
+        what="the gateway",
+        process=process,
     )
     return gateway
 
 
 def metrics(gw: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """A gateway's metrics: (sample name, sorted labels) -> value."""
-    with urllib.request.urlopen(f"{gw.url}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"{gw.internal_url}/metrics", timeout=5) as response:
         text = response.read().decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -237,8 +270,10 @@ def metrics(gw: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @contextlib.contextmanager
-def gateway(directory: Path, logs: Path, *args: str, zone: str = "a") -> Iterator[Gateway]:
-    started = start_gateway(directory, logs, *args, zone=zone)
+def gateway(
+    directory: Path, logs: Path, *args: str, zone: str = "a", internal_port: int | None = None
+) -> Iterator[Gateway]:
+    started = start_gateway(directory, logs, *args, zone=zone, internal_port=internal_port)
     try:
         yield started
     finally:

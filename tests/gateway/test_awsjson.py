@@ -437,9 +437,11 @@ async def test_metrics_count_demand_and_outcomes(local: Any) -> None:
         Image={"Bytes": png()},
     )
     async with aiohttp.ClientSession() as session:
-        async with session.get(gw.url + "/metrics") as response:
+        async with session.get(gw.internal_url + "/metrics") as response:
             text = await response.text()
-        async with session.get(gw.url + "/metrics?name[]=kiu_gateway_demand_total") as response:
+        async with session.get(
+            gw.internal_url + "/metrics?name[]=kiu_gateway_demand_total"
+        ) as response:
             demand_only = await response.text()
     model = {"namespace": NAMESPACE, "projectversion": "slow"}
     values = samples(text)
@@ -450,6 +452,8 @@ async def test_metrics_count_demand_and_outcomes(local: Any) -> None:
     assert values["kiu_gateway_tps_limit", key(model)] == 0.5
     assert values["kiu_gateway_ready_units", key(model)] == 1
     assert values["kiu_gateway_model_request_duration_seconds_count", key(model)] == 3
+    top = {**model, "le": "+Inf"}
+    assert values["kiu_gateway_model_request_duration_seconds_bucket", key(top)] == 3
     assert any(name == "kiu_gateway_request_duration_seconds_bucket" for name, _ in values)
     assert not any(name.endswith("_created") for name, _ in values)
     assert ("kiu_gateway_demand_total", key({"namespace": "", "projectversion": ""})) not in values
@@ -474,12 +478,29 @@ async def test_health_and_readiness(local: Any) -> None:
     gw = await local(directory([version("shoes-v3")]))
     async with aiohttp.ClientSession() as session:
         for path in ("/healthz", "/readyz"):
-            async with session.get(gw.url + path) as response:
+            async with session.get(gw.internal_url + path) as response:
                 assert response.status == 200
     gw.gateway.draining = True
-    async with aiohttp.ClientSession() as session, session.get(gw.url + "/readyz") as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gw.internal_url + "/readyz") as response,
+    ):
         assert response.status == 503
     gw.gateway.draining = False
+
+
+async def test_metrics_and_probes_are_not_served_on_the_api_port(local: Any) -> None:
+    gw = await local(directory([version("shoes-v3")]))
+    assert gw.port != gw.gateway.internal_port
+    async with aiohttp.ClientSession() as session:
+        for path in ("/metrics", "/healthz", "/readyz", "/peers/v1/offered"):
+            async with session.get(gw.url + path) as response:
+                assert response.status == 404, path
+                assert (await response.json(content_type=None))[
+                    "__type"
+                ] == "UnknownOperationException"
+            async with session.get(gw.internal_url + path) as response:
+                assert response.status == 200, path
 
 
 async def test_unit_leaving_the_directory_leaves_routing_at_once(local: Any) -> None:

@@ -316,7 +316,7 @@ def test_a_client_sending_headers_a_byte_a_second_is_cut_off(gateway: processes.
                 return True
 
         # others are served while it trickles
-        assert processes.http_ok(gateway.url + "/healthz")
+        assert processes.answers(gateway.url + "/")
         sent = trickle(slow, request, stop=cut)
         # --header-timeout 2 cut it, well before aiohttp's own 75 s keep-alive limit would
         assert sent < 30, f"{sent} bytes of the head were accepted a byte a second"
@@ -362,11 +362,11 @@ def test_an_idle_keep_alive_connection_is_not_cut_by_the_header_timeout(
     try:
         ends = []
         for _ in range(2):
-            connection.request("GET", "/healthz")
+            connection.request("GET", "/")  # answered MethodNotAllowed, kept alive
             assert connection.sock is not None
             ends.append(connection.sock.getsockname())
             response = connection.getresponse()
-            assert response.status == 200
+            assert response.status == 405
             response.read()
             time.sleep(3)  # idle for longer than --header-timeout 2, less than keep-alive
         assert ends[0] == ends[1]  # the same connection served both
@@ -381,15 +381,15 @@ def test_connections_beyond_the_limit_are_closed_and_others_still_served(
         held = [connect(gw) for _ in range(4)]
         try:
             for sock in held:  # each is accepted: a request on it is answered
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 sock.settimeout(30)
-                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+                assert sock.recv(65536).startswith(b"HTTP/1.1 405")
             with connect(gw) as extra:
                 assert closed(extra, within=30)
         finally:
             for sock in held:
                 sock.close()
         processes.wait_until(
-            lambda: processes.http_ok(gw.url + "/healthz"), timeout=30, what="a free slot"
+            lambda: processes.answers(gw.url + "/"), timeout=30, what="a free slot"
         )
         alive(gw)

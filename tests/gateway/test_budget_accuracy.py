@@ -76,33 +76,51 @@ async def test_one_replica_admits_the_limit_under_twice_the_load(
     assert decided < 0.005
 
 
-@pytest.mark.parametrize(("share_a", "share_b"), [(0.5, 0.5), (0.8, 0.2)], ids=["even", "skewed"])
+@pytest.mark.parametrize(
+    ("share_a", "share_b", "exchange"),
+    [(0.5, 0.5, True), (0.8, 0.2, True), (1.0, 0.0, True), (0.8, 0.2, False)],
+    ids=["even", "skewed", "one-sided", "skewed-without-exchange"],
+)
 async def test_two_replicas_share_the_limit(
-    budget_directory: tuple[Path, Path], tmp_path: Path, share_a: float, share_b: float
+    budget_directory: tuple[Path, Path],
+    tmp_path: Path,
+    share_a: float,
+    share_b: float,
+    exchange: bool,
 ) -> None:
+    """With the exchange the replicas admit the limit together whatever the split;
+    without it each admits its half (a skewed split under-admits)."""
     image = next(scenes.scenes("classification", seed=8, count=1)).image
     offered = 2 * LIMIT
+    ports = [processes.free_port(), processes.free_port()]
+    options = [
+        ["--peer", f"{processes.HOST}:{ports[1 - i]}"] if exchange else ["--exchange-period", "0"]
+        for i in range(2)
+    ]
     with (
-        processes.gateway(budget_directory[1], tmp_path) as a,
-        processes.gateway(budget_directory[1], tmp_path) as b,
+        processes.gateway(budget_directory[1], tmp_path, *options[0], internal_port=ports[0]) as a,
+        processes.gateway(budget_directory[1], tmp_path, *options[1], internal_port=ports[1]) as b,
     ):
+        targets = [(a.url, offered * share_a), (b.url, offered * share_b)]
         results = await load.offer(
-            [(a.url, offered * share_a), (b.url, offered * share_b)],
-            arn=arn("metered"),
-            image=image,
-            seconds=SECONDS,
+            [t for t in targets if t[1] > 0], arn=arn("metered"), image=image, seconds=SECONDS
         )
     counts = load.tally(results)
     assert set(counts) <= {"ok", THROTTLED}, counts
     total, steady, window = admitted_rate(results)
-    # each replica admits min(its offered rate, limit / 2), plus its half-size initial
-    # burst if it is offered more than that
+    # Each replica starts with half the limit in its bucket, drawn on if it is offered
+    # more than that; then, with the exchange, the two admit the limit; without it each
+    # admits min(its offered rate, limit / 2).
     rates = [offered * share for share in (share_a, share_b)]
-    expected = sum(min(r, LIMIT / 2) * window + (LIMIT / 2 if r > LIMIT / 2 else 0) for r in rates)
+    burst = sum(LIMIT / 2 for r in rates if r > LIMIT / 2)
+    if exchange:
+        expected = LIMIT * window + burst
+    else:
+        expected = sum(min(r, LIMIT / 2) * window for r in rates) + burst
     print(
-        f"\ntwo replicas, split {share_a:.0%}/{share_b:.0%} of {offered}/s, limit {LIMIT}/s: "
-        f"admitted {total} (expected {expected:.0f}), steady {steady:.2f}/s "
-        f"= {steady / LIMIT:.0%} of the limit"
+        f"\ntwo replicas, split {share_a:.0%}/{share_b:.0%} of {offered}/s, limit {LIMIT}/s, "
+        f"exchange {'on' if exchange else 'off'}: admitted {total} (expected {expected:.0f}), "
+        f"steady {steady:.2f}/s = {steady / LIMIT:.0%} of the limit"
     )
     assert abs(total - expected) <= 0.05 * expected
     assert steady <= LIMIT * 1.05

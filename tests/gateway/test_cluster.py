@@ -253,6 +253,8 @@ async def test_gateway_follows_the_cluster(
             "127.0.0.1",
             "--port",
             "0",
+            "--internal-port",
+            "0",
             "--zone",
             "zone-a",
             "--hold-timeout-seconds",

@@ -54,7 +54,10 @@ async def held(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         path = tmp_path / f"directory-{len(started)}.yaml"
         write(path, directory([cold(tps=tps)]))
         options = command.parser().parse_args(
-            ["--directory", str(path), "--host", "127.0.0.1", "--port", "0", "--zone", "a", *args]
+            [
+                *("--directory", str(path), "--host", "127.0.0.1", "--zone", "a"),
+                *("--port", "0", "--internal-port", "0", *args),
+            ]
         )
         transport = FakeTransport()
         gateway, _ = await command.build(options, transport=transport, activate=operator.activate)

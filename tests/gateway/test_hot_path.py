@@ -5,6 +5,7 @@ demand scrape holds only the demand series. (How fast: `make bench-gateway`.)"""
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from typing import Any
 
@@ -154,3 +155,21 @@ def test_a_demand_scrape_holds_only_the_demand_series_of_every_model() -> None:
     everything = meters.exposition()
     assert everything.count(b"\nkiu_gateway_demand_total{") == 5000
     assert len(everything) > 2 * len(demand)
+
+
+_B64 = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \n.")
+
+
+@given(st.one_of(st.binary(max_size=300).map(base64.b64encode), _B64.map(str.encode)))
+def test_base64_decodes_exactly_as_strict_binascii(encoded: bytes) -> None:
+    """The fast decoder accepts and refuses what ``a2b_base64(strict_mode=True)`` does."""
+    try:
+        expected: bytes | None = binascii.a2b_base64(encoded, strict_mode=True)
+    except binascii.Error:
+        expected = None
+    for given_as in (encoded, memoryview(b"x" + encoded + b"y")[1:-1]):
+        try:
+            got: bytes | None = awsjson.decode_base64(given_as)
+        except binascii.Error:
+            got = None
+        assert got == expected

@@ -323,6 +323,7 @@ async def test_the_kubernetes_source_fills_and_follows_the_catalog(
                     "g1",
                     ("10.1.0.1", "a", True),
                     ("10.1.0.2", "b", True),
+                    ("10.1.0.3", "b", False),
                     namespace="kiu-system",
                 )
             ]
@@ -347,6 +348,8 @@ async def test_the_kubernetes_source_fills_and_follows_the_catalog(
     )
     assert [u.endpoint.host for u in entry.pool.units] == ["10.0.0.1", "10.0.0.2"]
     assert (entry.tps_limit, table.replicas, entry.bucket.rate) == (10.0, 2, 5.0)
+    # every listed replica exchanges offered rates, ready or not (kiu.gateway.peers)
+    assert table.replica_hosts == {"10.1.0.1", "10.1.0.2", "10.1.0.3"}
     assert table.access_key("AKID1") is not None
     assert table.s3_credentials is not None
     assert table.s3_credentials.access_key_id == "S3KEY"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import hashlib
 import time
@@ -12,6 +13,8 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.utils import normalize_url_path
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kiu.gateway import errors, sigv4
 
@@ -194,3 +197,26 @@ def test_sign_then_verify_round_trip() -> None:
 )
 def test_path_normalization_matches_botocore(path: str, normalized: str) -> None:
     assert sigv4.normalize_path(path) == normalized == normalize_url_path(path)
+
+
+@given(
+    st.integers(0, 10_000),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 62),
+)
+def test_amz_date_reads_as_strptime_does(
+    year: int, month: int, day: int, hour: int, minute: int, second: int
+) -> None:
+    value = f"{year:04d}{month:02d}{day:02d}T{hour:02d}{minute:02d}{second:02d}Z"
+    try:
+        expected: float | None = float(calendar.timegm(time.strptime(value, "%Y%m%dT%H%M%SZ")))
+    except ValueError:
+        expected = None
+    try:
+        got: float | None = sigv4.parse_amz_date(value)
+    except ValueError:
+        got = None
+    assert got == expected

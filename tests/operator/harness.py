@@ -8,7 +8,6 @@ share an operator. Units are real `kiu unit` pods run by the node agent.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.cluster.fixtures import REPO, Cluster, wait_for
+from tests.ports import free_port
 
 GROUP, VERSION, PLURAL = "kiu.dev", "v1alpha1", "projectversions"
 #: Where the repository's models are on this host; the ProjectVersions name the bundled
@@ -24,12 +24,6 @@ MODELS = REPO / "triton-models"
 BUNDLED = "/opt/kiu/triton-models"
 MODEL = "shapes-classifier"
 KIU = Path(sys.executable).with_name("kiu")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 #: Seconds between evaluations of the operators the tests start.

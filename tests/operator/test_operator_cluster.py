@@ -7,6 +7,7 @@ chart-installed system: tests/reliability/.
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -437,6 +438,11 @@ def test_a_model_that_cannot_load_fails_with_the_cause(
         what="Degraded=True while starting",
     )
     assert starting["status"] == "STARTING"
+    # the loader's own words, from the unit's last log line (the termination message)
+    assert (
+        "cannot load model 'no-such-model': no model 'no-such-model'"
+        in (condition(starting, "Degraded")["message"])
+    )
     # --failure-timeout is 20 s in these tests.
     failed = wait_status(cluster, namespace, "broken", status="FAILED", timeout=120)
     reason = condition(failed, "Degraded")["reason"]
@@ -445,3 +451,41 @@ def test_a_model_that_cannot_load_fails_with_the_cause(
     assert reason in failed["statusMessage"]
     harness.wait_event(cluster, namespace, "broken", "Failed")
     assert operator.healthy()
+
+
+def test_a_broken_contract_is_reported_with_the_loaders_message(
+    cluster: Cluster, namespace: str, operator: Operator
+) -> None:
+    # A user's repository whose contract names a colour order kiu does not know. Pods are
+    # host processes with an emptyDir over /tmp, so the repository lives in the checkout.
+    repository = REPO / ".kiu" / "repositories" / namespace
+    for step in ("", "-preprocess", "-onnx", "-postprocess"):
+        shutil.copytree(harness.MODELS / f"shapes-classifier{step}", repository / f"mine{step}")
+        config = repository / f"mine{step}" / "config.pbtxt"
+        config.write_text(config.read_text().replace("shapes-classifier", "mine"))
+    contract = repository / "mine-preprocess" / "1" / "contract.json"
+    contract.write_text(contract.read_text().replace('"RGB"', '"CMYK"'))
+    try:
+        mine = {"name": "mine", "repository": str(repository), "task": "Classification"}
+        cluster.apply(projectversion("mine", minInferenceUnits=1, model=mine), namespace)
+        degraded = wait_for(
+            lambda: (
+                current
+                if "CMYK"
+                in condition(current := status(cluster, namespace, "mine"), "Degraded").get(
+                    "message", ""
+                )
+                else None
+            ),
+            timeout=120,
+            what="Degraded with the loader's message",
+        )
+        message = condition(degraded, "Degraded")["message"]
+        assert "contract.json: colour must be one of RGB, BGR, not 'CMYK'" in message
+        assert condition(degraded, "Degraded")["status"] == "True"
+        reason = condition(degraded, "Degraded")["reason"]
+        kind, _, text = harness.wait_event(cluster, namespace, "mine", reason)
+        assert kind == "Warning"
+        assert "colour must be one of RGB, BGR" in text
+    finally:
+        shutil.rmtree(repository)

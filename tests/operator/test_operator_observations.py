@@ -67,7 +67,13 @@ def test_a_crash_looping_unit_says_why() -> None:
                     "name": "unit",
                     "restartCount": 4,
                     "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                    "lastState": {"terminated": {"exitCode": 3, "message": "model not found\n"}},
+                    "lastState": {
+                        "terminated": {
+                            "exitCode": 3,
+                            # FallbackToLogsOnError: the log's tail, the cause last
+                            "message": "INFO starting\nWARNING slow disk\nmodel not found\n\n",
+                        }
+                    },
                 }
             ],
         )

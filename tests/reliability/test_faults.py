@@ -19,7 +19,7 @@ from tests.cluster.fixtures import Cluster, wait_for
 from tests.operator import harness
 
 from .conftest import TPS, UNITS, WITHIN, Model, System
-from .traffic import Figures
+from .traffic import Figures, Traffic
 
 pytestmark = [pytest.mark.cluster, pytest.mark.reliability]
 
@@ -284,6 +284,61 @@ def test_a_gateway_replica_killed(model: Model, cluster: Cluster, signal: str) -
     assert tally["lost"] == 0, tally
     assert tally["succeeded"] == tally["sent"], tally
     assert len(balancer.backends) == 2
+
+
+def test_a_gateway_replica_killed_under_a_one_sided_split(model: Model, cluster: Cluster) -> None:
+    """Every call reaches one replica (one keep-alive client's lot) at twice the limit;
+    the other replica is killed: the survivor keeps admitting the whole limit."""
+    release = model.system.release
+    limit = float(UNITS * TPS)
+    figures = Figures(
+        "gateway-killed-one-sided",
+        "A gateway replica SIGKILLed while every call goes to the other, at twice the limit",
+        "no call fails or goes unanswered (beyond throttling); the survivor's share is the "
+        "whole limit again after the kill, and it admits the limit within 10 %",
+    )
+    figures.rate = {"all": 2 * limit}
+    survivor, victim = release.gateway_addresses()
+    host = victim.rsplit(":", 1)[0]
+    pod = next(p for p in release.pods("gateway") if p.status.pod_ip == host)
+
+    def taken_over() -> bool:
+        seen = release.gateway_metrics(survivor)
+        share = seen.get(("kiu_gateway_tps_share", (("projectversion", model.name),)), 0.0)
+        heard = seen.get(("kiu_gateway_peers", (("state", "heard"),)), -1.0)
+        return heard == 0 and abs(share - limit) < 1e-6
+
+    traffic = Traffic(
+        release,
+        endpoint_url=f"http://{survivor}",
+        arn=model.arn,
+        image=model.image,
+        rate=2 * limit,
+    )
+    with traffic:
+        time.sleep(5)
+        traffic.phase = "fault"
+        cluster.kill_pod_process(model.system.namespace, pod.metadata.name, signal="KILL")
+        _, figures.recovery["share_taken_over"] = timed(
+            taken_over, timeout=30, what="the survivor's share to be the whole limit"
+        )
+        traffic.phase = "after"
+        after = traffic.now()
+        time.sleep(8)
+        ended = traffic.now()
+    figures.take(traffic)
+    tally = figures.tally("after")
+    admitted = sum(1 for c in figures.calls if c.phase == "after" and c.outcome == "ok")
+    figures.notes["admitted_per_s_after"] = round(admitted / (ended - after), 2)
+    figures.notes["limit_tps"] = limit
+    figures.write()
+    assert_nothing_failed(figures)
+    assert abs(admitted / (ended - after) - limit) <= 0.1 * limit, tally
+    wait_for(
+        lambda: len(model.system.balancer.backends) == 2,
+        timeout=90,
+        what="the killed replica back in the Service's endpoints",
+    )
 
 
 def test_the_api_server_restarted_while_traffic_flows(model: Model, cluster: Cluster) -> None:

@@ -84,9 +84,11 @@ def test_preprocess_step_answers_each_request_and_fails_only_the_bad_one(
     good = np.array([[images("shapes-detector")[0]]] * 2, dtype=np.object_)
     bad = np.array([[b"not an image"]], dtype=np.object_)
     ok, failed = model.execute([_Request({"IMAGE": good}), _Request({"IMAGE": bad})])
-    (pixels,) = ok.output_tensors
+    pixels, sizes = ok.output_tensors
     assert pixels.name == "PIXELS"
     assert pixels.array.shape == (2, 3, 96, 96)
+    assert sizes.name == "ORIGINAL_SIZE"
+    assert sizes.array.shape == (2, 2)
     assert failed.error.code == _TritonError.INVALID_ARG
     assert "not a PNG or JPEG image" in str(failed.error)
 

@@ -285,6 +285,9 @@ class ContainerRunner:
                 }
                 if rc < 0:
                     term["signal"] = -rc
+                message = self._termination_message(exit_code)
+                if message:
+                    term["message"] = message
                 self.ready = False
                 self.started = False
                 restart = self.policy == "Always" or (self.policy == "OnFailure" and exit_code != 0)
@@ -316,6 +319,19 @@ class ContainerRunner:
             self.w.wake()
 
     # -- probes ----------------------------------------------------------------------
+    def _termination_message(self, exit_code: int) -> str:
+        """What the kubelet reports as the termination message. Processes have no
+        /dev/termination-log here, so only FallbackToLogsOnError is honoured: on an error
+        exit, the log's last 80 lines, at most 2048 bytes (the kubelet's limits)."""
+        if exit_code == 0 or self.spec.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+            return ""
+        try:
+            data = self.w.log_path(self.name, self.restart_count).read_bytes()
+        except OSError:
+            return ""
+        tail = b"\n".join(data.rstrip(b"\n").split(b"\n")[-80:])[-2048:]
+        return tail.decode(errors="replace")
+
     def _start_probes(self) -> list[asyncio.Task[None]]:
         loop = asyncio.get_running_loop()
         tasks = []

@@ -3,8 +3,8 @@
 Starts the metrics server, waits for the leader Lease (unless --standalone),
 then runs kopf until a signal arrives or the Lease is lost. Losing the Lease
 exits at once with status 1: the replica that took over acts from then on.
-Every option can also be given as an environment variable KIU_<OPTION> (for
-example KIU_CPU_MODEL_REPOSITORY), which the command line overrides.
+Every option can also be given as the environment variable shown beside it,
+which the command line overrides.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import kopf
 from aiohttp import web
 
+from kiu import logs, options
 from kiu.controller import demand, handlers, manager, metrics, reconciler
 from kiu.controller.config import DEFAULT_GATEWAY_SELECTOR, Config
 from kiu.k8s import client, errors, events, lease
@@ -33,28 +33,15 @@ _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount
 _COMPONENT = "kiu-operator"
 
 
-def _env(name: str) -> str | None:
-    return os.environ.get(f"KIU_{name.upper().replace('-', '_')}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="kiu operator", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-
-    def option(
-        name: str, *, default: object = None, type: Callable[[str], Any] = str, **kwargs: Any
-    ) -> None:
-        env = _env(name)
-        p.add_argument(f"--{name}", type=type, default=type(env) if env else default, **kwargs)
-
-    option("kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else in-cluster)")
+    p = options.parser(prog="kiu operator", description=__doc__)
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else in-cluster)")
     scope = p.add_mutually_exclusive_group()
     scope.add_argument(
         "--namespace",
         dest="namespaces",
         action="append",
-        help="serve ProjectVersions in this namespace (repeatable; KIU_NAMESPACES=a,b)",
+        help="serve ProjectVersions in this namespace (repeatable; default: all)",
     )
     scope.add_argument(
         "--all-namespaces",
@@ -63,52 +50,53 @@ def _parser() -> argparse.ArgumentParser:
         const=[],
         help="serve every namespace (the default)",
     )
-    option(
-        "evaluation-period", type=float, default=5.0, help="seconds between autoscaling evaluations"
+    p.add_argument(
+        "--evaluation-period",
+        type=float,
+        default=5.0,
+        help="seconds between autoscaling evaluations",
     )
-    option(
-        "failure-timeout",
+    p.add_argument(
+        "--failure-timeout",
         type=float,
         default=600.0,
         help="seconds units may fail to start before the version is FAILED",
     )
-    option("billing-period", type=float, default=60.0, help="seconds between unit-hours writes")
-    option("workers", type=int, default=4, help="ProjectVersions reconciled concurrently")
-    option("metrics-port", type=int, default=8080, help="port of /metrics and /healthz")
-    option(
-        "gateway-selector", default=DEFAULT_GATEWAY_SELECTOR, help="label selector of gateway pods"
+    p.add_argument(
+        "--billing-period", type=float, default=60.0, help="seconds between unit-hours writes"
     )
-    option("gateway-namespace", help="namespace of the gateway pods (default: all)")
-    option("gateway-port", type=int, default=8080, help="port of the gateway pods' /metrics")
-    option("prometheus-url", help="read demand from this Prometheus server instead of the gateways")
-    option("cpu-model-repository", help="host directory of local model repositories (cpu runtime)")
-    option("unit-image", help="container image of cpu-runtime units")
-    option("triton-image", help="container image of triton-runtime units")
-    option(
-        "standalone",
-        type=_flag,
-        default=False,
-        nargs="?",
-        const=True,
-        help="act without the leader Lease",
+    p.add_argument("--workers", type=int, default=4, help="ProjectVersions reconciled concurrently")
+    p.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics and /healthz")
+    p.add_argument(
+        "--gateway-selector",
+        default=DEFAULT_GATEWAY_SELECTOR,
+        help="label selector of gateway pods",
     )
-    option("lease", default="kiu-operator", help="name of the leader-election Lease")
-    option("lease-namespace", help="namespace of the Lease (default: the operator's own)")
-    option("identity", help="this replica's name in the Lease (default: $POD_NAME or host-pid)")
-    option("log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--gateway-namespace", help="namespace of the gateway pods (default: all)")
+    p.add_argument(
+        "--gateway-port", type=int, default=9090, help="internal port of the gateway pods' /metrics"
+    )
+    p.add_argument(
+        "--prometheus-url", help="read demand from this Prometheus server instead of the gateways"
+    )
+    p.add_argument(
+        "--cpu-model-repository", help="host directory of local model repositories (cpu runtime)"
+    )
+    p.add_argument("--unit-image", help="container image of cpu-runtime units")
+    p.add_argument("--triton-image", help="container image of triton-runtime units")
+    p.add_argument("--standalone", action="store_true", help="act without the leader Lease")
+    p.add_argument("--lease", default="kiu-operator", help="name of the leader-election Lease")
+    p.add_argument("--lease-namespace", help="namespace of the Lease (default: the operator's own)")
+    p.add_argument(
+        "--identity", help="this replica's name in the Lease (default: $POD_NAME or host-pid)"
+    )
+    options.add_logging(p)
     return p
 
 
-def _flag(text: str) -> bool:
-    return text.strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _config(args: argparse.Namespace) -> Config:
-    namespaces = args.namespaces
-    if namespaces is None:
-        namespaces = [ns for ns in (_env("namespaces") or "").split(",") if ns]
     return Config(
-        namespaces=tuple(namespaces),
+        namespaces=tuple(args.namespaces or ()),
         evaluation_period=args.evaluation_period,
         failure_timeout=args.failure_timeout,
         billing_period=args.billing_period,
@@ -133,11 +121,8 @@ def _own_namespace() -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(list(argv))
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    args = options.parse(_parser(), argv)
+    logs.configure(level=args.log_level, format=args.log_format)
     if logging.getLogger().level > logging.DEBUG:
         # kopf reports every handled watch event at INFO; the reconciler logs what it does.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

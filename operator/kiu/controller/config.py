@@ -23,7 +23,7 @@ class Config:
     metrics_port: int = 8080
     gateway_selector: str = DEFAULT_GATEWAY_SELECTOR
     gateway_namespace: str | None = None
-    gateway_port: int = 8080
+    gateway_port: int = 9090
     prometheus_url: str | None = None
     cpu_model_repository: str | None = None
     unit_image: str | None = None

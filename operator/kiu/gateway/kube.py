@@ -12,7 +12,7 @@ Watches (through :mod:`kiu.k8s`, the only package that talks to the API):
   by name so that RBAC can grant exactly those, or (``access_key_secrets`` None)
   every Secret labelled ``kiu.dev/access-key`` there, which needs list on all of them;
 * the EndpointSlices of the gateway's own Service: their ready endpoints are the
-  replicas that share each model's TPS limit;
+  replicas that share each model's TPS limit (:mod:`kiu.gateway.peers`);
 * the object-storage Secret, if one is named.
 
 Start and Stop merge-patch the ProjectVersion's spec; a call to a model with no
@@ -168,7 +168,7 @@ class Source:
         self._slices: dict[tuple[str, str], dict[str, discovery.EndpointSlice]] = {}
         self._slice_service: dict[tuple[str, str], tuple[str, str]] = {}
         self._keys: dict[tuple[str, str], credentials.AccessKey] = {}
-        self._replica_slices: dict[str, int] = {}
+        self._replica_slices: dict[str, tuple[discovery.Address, ...]] = {}
         self._pending: set[str] = set()
 
     async def run(self, catalog: catalog.Catalog) -> None:
@@ -389,9 +389,17 @@ class Source:
             bodies = [event.object]
         for body in bodies:
             parsed = discovery.endpoint_slice(body, port_name="", default_port=0)
-            self._replica_slices[parsed.name] = sum(1 for a in parsed.addresses if a.ready)
+            self._replica_slices[parsed.name] = parsed.addresses
         if self._catalog is not None:
-            self._catalog.set_replicas(max(1, sum(self._replica_slices.values())))
+            addresses = [a for listed in self._replica_slices.values() for a in listed]
+            ready = {a.host for a in addresses if a.ready}
+            own = os.environ.get("POD_IP")
+            if own:  # not listed yet while it starts: it still takes part
+                ready.add(own)
+            # Every listed replica is a peer, ready or not: one that is frozen or draining
+            # at shutdown may still admit calls on its open connections, so it keeps its
+            # share until it refuses connections (it exited) or leaves the slice.
+            self._catalog.set_replicas(max(1, len(ready)), hosts={a.host for a in addresses})
 
     def _on_store_secret(self, event: discovery.Listed | discovery.Changed) -> None:
         if self._catalog is None:

@@ -8,10 +8,12 @@ Per model (labels ``namespace``, ``projectversion``):
 * ``kiu_gateway_requests_total`` (+ ``operation``, ``outcome`` = success,
   throttled, user_error, server_error): the reference's SuccessfulRequestCount,
   ThrottledCount, UserErrorCount and ServerErrorCount;
-* ``kiu_gateway_model_request_duration_seconds`` (count and sum, no quantiles):
-  the reference's ResponseTime as a mean;
+* ``kiu_gateway_model_request_duration_seconds`` (histogram, the buckets of
+  :data:`LATENCY_BUCKETS`): per-model quantiles such as p99, and the reference's
+  ResponseTime as sum over count;
 * ``kiu_gateway_in_flight_requests``, ``kiu_gateway_tps_limit`` (the model's limit),
-  ``kiu_gateway_tps_share`` (this replica's part), ``kiu_gateway_ready_units``:
+  ``kiu_gateway_tps_share`` (this replica's part), ``kiu_gateway_offered_rate``
+  (calls/s this replica receives, which its share follows), ``kiu_gateway_ready_units``:
   gauges read from the routing table at scrape time, so they cost nothing per
   request and vanish with the model;
 * ``kiu_gateway_held_requests`` (gauge): calls waiting for the first unit of a
@@ -23,7 +25,10 @@ Per gateway: ``kiu_gateway_request_duration_seconds`` (histogram by
 ``kiu_gateway_unit_failures_total`` (by ``reason``),
 ``kiu_gateway_auth_failures_total`` (by ``reason`` = error name),
 ``kiu_gateway_hold_rejections_total`` (by ``reason`` = full, timeout, shutdown),
-``kiu_gateway_replicas``, ``kiu_gateway_http_in_flight_requests``.
+``kiu_gateway_replicas``, ``kiu_gateway_http_in_flight_requests``; with the replica
+exchange (:mod:`kiu.gateway.peers`) ``kiu_gateway_peers`` (by ``state`` = heard,
+silent, gone) and ``kiu_gateway_share_fallback`` (1 while a known peer is silent and
+its even share is held back for it; with no peer heard that is the even split).
 
 The labelled children of each model are created once and kept on the model's
 catalog entry, so recording a request is a few attribute reads and a locked add.
@@ -38,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -61,6 +66,16 @@ class ModelGauges:
     tps_share: float
     ready_units: int
     held: int = 0
+    offered_rate: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerGauges:
+    """What this replica knows of the other gateway replicas (kiu.gateway.peers)."""
+
+    heard: int
+    silent: int
+    gone: int
 
 
 class ModelMeters:
@@ -140,10 +155,11 @@ class Metrics:
             (*model, "operation", "outcome"),
             registry=self.registry,
         )
-        self.model_duration = Summary(
+        self.model_duration = Histogram(
             "kiu_gateway_model_request_duration_seconds",
-            "Time to answer a request to a model (count and sum).",
+            "Time to answer a request to a model.",
             model,
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.duration = Histogram(
@@ -204,6 +220,10 @@ class Metrics:
         """Report gauges read at scrape time from the routing table."""
         self.registry.register(_Gauges(models=models, replicas=replicas))
 
+    def watch_peers(self, peers: Callable[[], PeerGauges | None]) -> None:
+        """Report the replica exchange's view of the peers at scrape time."""
+        self.registry.register(_PeerGauges(peers))
+
     def exposition(self, names: Iterable[str] | None = None) -> bytes:
         """The text exposition, optionally restricted to some metric names."""
         registry: Any = self.registry
@@ -217,6 +237,7 @@ class _Gauges(Collector):
         "kiu_gateway_in_flight_requests",
         "kiu_gateway_tps_limit",
         "kiu_gateway_tps_share",
+        "kiu_gateway_offered_rate",
         "kiu_gateway_ready_units",
         "kiu_gateway_held_requests",
         "kiu_gateway_replicas",
@@ -252,6 +273,11 @@ class _Gauges(Collector):
             "This gateway replica's share of a model's TPS limit.",
             labels=labels,
         )
+        offered = GaugeMetricFamily(
+            "kiu_gateway_offered_rate",
+            "Calls per second this gateway replica receives for a model (its share follows).",
+            labels=labels,
+        )
         ready = GaugeMetricFamily(
             "kiu_gateway_ready_units", "Ready units of a model in the routing table.", labels=labels
         )
@@ -265,15 +291,44 @@ class _Gauges(Collector):
             in_flight.add_metric(key, m.in_flight)
             limit.add_metric(key, m.tps_limit)
             share.add_metric(key, m.tps_share)
+            offered.add_metric(key, m.offered_rate)
             ready.add_metric(key, m.ready_units)
             held.add_metric(key, m.held)
         yield in_flight
         yield limit
         yield share
+        yield offered
         yield ready
         yield held
         yield GaugeMetricFamily(
             "kiu_gateway_replicas",
             "Gateway replicas sharing each model's TPS limit.",
             value=self._replicas(),
+        )
+
+
+class _PeerGauges(Collector):
+    def __init__(self, peers: Callable[[], PeerGauges | None]) -> None:
+        self._peers = peers
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("kiu_gateway_peers", "", labels=("state",))
+        yield GaugeMetricFamily("kiu_gateway_share_fallback", "", labels=())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        seen = self._peers()
+        if seen is None:  # the exchange has not ticked yet
+            return
+        peers = GaugeMetricFamily(
+            "kiu_gateway_peers",
+            "Other gateway replicas by state: heard (recently), silent (reserved), gone.",
+            labels=("state",),
+        )
+        for state, count in (("heard", seen.heard), ("silent", seen.silent), ("gone", seen.gone)):
+            peers.add_metric((state,), count)
+        yield peers
+        yield GaugeMetricFamily(
+            "kiu_gateway_share_fallback",
+            "1 while a known peer is silent and keeps an even share of every limit.",
+            value=1 if seen.silent else 0,
         )

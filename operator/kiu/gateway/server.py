@@ -1,12 +1,17 @@
-"""The HTTP server: routes, the cross-cutting middleware, start-up and graceful shutdown.
+"""The HTTP servers: routes, the cross-cutting middleware, start-up and graceful shutdown.
 
-Routes::
+Routes of the API port (``port``, 8080), what clients reach::
 
     POST /                                                   AWS JSON 1.1 (awsjson)
     POST /v1/namespaces/{namespace}/projectversions/{name}:detect   native REST (rest)
+
+Routes of the internal port (``internal_port``, 9090), for probes, Prometheus, the
+operator and the other gateway replicas only::
+
     GET  /healthz    the process is alive
     GET  /readyz     the catalog is loaded and the gateway is not shutting down
     GET  /metrics    Prometheus text format (``?name[]=`` restricts it)
+    GET  /peers/v1/offered   the calls/s each model receives here (kiu.gateway.peers)
 
 Every response carries ``x-amzn-RequestId``. An exception that escapes a handler
 becomes InternalServerError (logged without the request body); an unknown path
@@ -24,7 +29,7 @@ Shutdown (:meth:`Gateway.stop`, on SIGTERM): ``/readyz`` turns 503 at once, so
 load balancers stop sending; after ``shutdown_delay`` the listening socket
 closes, idle connections are closed, requests in progress run to completion
 within ``shutdown_timeout`` (their responses carry ``Connection: close``);
-then channels to units and the source are closed.
+then the exchange, the internal port, channels to units and the source are closed.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from kiu.gateway import awsjson, catalog, dataplane, errors, metrics, objects, rest, wire
+from kiu import logs
+from kiu.gateway import awsjson, catalog, dataplane, errors, metrics, objects, peers, rest, wire
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ DEFAULT_MAX_CONNECTIONS = 4096
 class Settings:
     host: str = "0.0.0.0"
     port: int = 8080
+    internal_port: int = 9090
     max_body: int = DEFAULT_MAX_BODY
     read_timeout: float = 30.0
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
@@ -78,6 +85,7 @@ class Gateway:
         meters: metrics.Metrics,
         settings: Settings,
         objects: objects.ObjectStore | None = None,
+        exchange: peers.Peers | None = None,
     ) -> None:
         self.plane = plane
         self.catalog = plane.catalog
@@ -85,12 +93,16 @@ class Gateway:
         self._metrics = meters
         self._settings = settings
         self._objects = objects
+        self._exchange = exchange
+        self._exchange_task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
+        self._internal: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._connections: dict[asyncio.BaseTransport, _Connection] = {}
         self._source_task: asyncio.Task[None] | None = None
         self.draining = False
         self.port = settings.port
+        self.internal_port = settings.internal_port
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -99,9 +111,15 @@ class Gateway:
         timeout = self._settings.read_timeout
         app.router.add_post("/", awsjson.Api(self.plane, read_timeout=timeout).handle)
         app.router.add_post(rest.PATH, rest.Api(self.plane, read_timeout=timeout).handle)
+        return app
+
+    def internal_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_handler)
+        if self._exchange is not None:
+            app.router.add_get(peers.PATH, self._exchange.handle)
         return app
 
     async def start(self, *, sync_timeout: float = 60.0) -> None:
@@ -114,10 +132,19 @@ class Gateway:
                     raise RuntimeError("the source stopped before the catalog was filled")
                 await asyncio.sleep(0.05)
         settings = self._settings
+        self._internal = web.AppRunner(self.internal_app(), access_log=None)
+        await self._internal.setup()
+        site = web.TCPSite(
+            self._internal, settings.host, settings.internal_port, reuse_address=True
+        )
+        await site.start()
+        self.internal_port = self._internal.addresses[0][1]
+        if self._exchange is not None:
+            self._exchange_task = asyncio.create_task(self._exchange.run(), name="kiu-peers")
         self._runner = web.AppRunner(
             self.app(),
             access_log=log if settings.access_log else None,
-            access_log_format='%a "%r" %s %b %Tf',
+            access_log_format='%a "%r" %s %b %Tf request_id=%{x-amzn-RequestId}o',
             keepalive_timeout=settings.keepalive_timeout,
             shutdown_timeout=settings.shutdown_timeout,
         )
@@ -132,7 +159,12 @@ class Gateway:
             ssl=settings.tls,
         )
         self.port = self._listener.sockets[0].getsockname()[1]
-        log.info("gateway listening on %s:%s", settings.host, self.port)
+        log.info(
+            "gateway listening on %s:%s (internal port %s)",
+            settings.host,
+            self.port,
+            self.internal_port,
+        )
 
     async def stop(self) -> None:
         """Graceful shutdown; no request already accepted is dropped."""
@@ -144,6 +176,12 @@ class Gateway:
             self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._exchange_task is not None:
+            self._exchange_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._exchange_task
+        if self._internal is not None:
+            await self._internal.cleanup()
         if self._source_task is not None:
             self._source_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -164,6 +202,8 @@ class Gateway:
         connection = self._connections.get(transport) if transport is not None else None
         if connection is not None:
             connection.headers_arrived()
+        request_id = str(uuid.uuid4())
+        token = logs.request_id.set(request_id)  # every line logged about this call carries it
         try:
             response = await handler(request)
         except web.HTTPNotFound:
@@ -176,12 +216,13 @@ class Gateway:
             log.exception("unexpected error answering %s %s", request.method, request.path[:200])
             response = wire.error_response(errors.InternalServerError())
         finally:
+            logs.request_id.reset(token)
             gauge.dec()
             if connection is not None:
                 connection.answered()
         if not request.content.is_eof():
             response.force_close()  # the rest of an unread body is not worth waiting for
-        response.headers[wire.REQUEST_ID] = str(uuid.uuid4())
+        response.headers[wire.REQUEST_ID] = request_id
         return response
 
     async def _healthz(self, request: web.Request) -> web.Response:

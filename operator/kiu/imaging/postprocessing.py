@@ -1,5 +1,7 @@
 """Model outputs -> what a caller reads: label names, confidences, default thresholds, boxes.
 
+How to read a model's outputs comes from its contract (`kiu.contract`):
+classification scores with an activation, or one of the detection formats.
 Every candidate at or above `CONFIDENCE_FLOOR` is returned, best first, so the
 caller applies MinConfidence (or, without it, each label's own threshold) as
 the reference API does. Items of a batch may have different numbers of
@@ -10,9 +12,12 @@ threshold 100, which no filter keeps.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from kiu.contract import Activation, Detection, Placement
 
 LABELS = "LABELS"
 CONFIDENCES = "CONFIDENCES"
@@ -21,8 +26,6 @@ BOXES = "BOXES"
 
 #: Percent. Candidates below it are never returned: MinConfidence below 1 acts as 1.
 CONFIDENCE_FLOOR = 1.0
-#: Two boxes of one label overlapping more than this are one object.
-NMS_IOU = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,60 +53,180 @@ class _Result:
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
-def classify(probabilities: np.ndarray, *, labels: LabelSet) -> dict[str, np.ndarray]:
-    """(N, C) class probabilities -> LABELS, CONFIDENCES, THRESHOLDS, each (N, K)."""
-    _check_classes(probabilities.shape[-1], labels)
+def classify(
+    scores: np.ndarray,
+    *,
+    labels: LabelSet,
+    activation: Activation = "none",
+    top_k: int | None = None,
+) -> dict[str, np.ndarray]:
+    """(N, C) class scores -> LABELS, CONFIDENCES, THRESHOLDS, each (N, K).
+
+    `activation` makes confidences of logits: softmax (one class per image) or
+    sigmoid (each class on its own, multi-label); none takes probabilities.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
+    _check_classes(scores.shape[-1], labels)
+    if activation == "softmax":
+        exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        scores = exp / exp.sum(axis=-1, keepdims=True)
+    elif activation == "sigmoid":
+        scores = 1.0 / (1.0 + np.exp(-scores))
     rows = []
-    for row in np.asarray(probabilities, dtype=np.float64) * 100.0:
+    for row in scores * 100.0:
         order = np.argsort(-row, kind="stable")
-        rows.append([_Result(int(k), float(row[k])) for k in order if row[k] >= CONFIDENCE_FLOOR])
+        kept = [_Result(int(k), float(row[k])) for k in order if row[k] >= CONFIDENCE_FLOOR]
+        rows.append(kept[:top_k])
     return _pack(rows, labels=labels, with_boxes=False)
 
 
-def detect(
-    scores: np.ndarray, candidates: np.ndarray, *, labels: LabelSet
-) -> dict[str, np.ndarray]:
-    """(N, A, C) scores and (N, A, 4) centre-size boxes -> LABELS, CONFIDENCES, THRESHOLDS, BOXES.
+@dataclass(frozen=True)
+class Candidates:
+    """One image's candidate objects: corners (M, 4) x0, y0, x1, y1 in model-input pixels,
+    class indices (M,) and confidences (M,) in percent."""
 
-    Each anchor keeps its best class; boxes become (left, top, width, height)
-    ratios clipped to the image; non-maximum suppression runs per label.
+    corners: np.ndarray
+    classes: np.ndarray
+    confidences: np.ndarray
+
+
+def candidates(
+    outputs: Mapping[str, np.ndarray],
+    spec: Detection,
+    *,
+    input_size: tuple[int, int],
+    classes: int,
+) -> list[Candidates]:
+    """Read a batch of detector outputs in the format `spec` declares, one entry per item.
+
+    Raw heads keep each anchor's best class; ValueError says when the class
+    dimension differs from the label count or a shape fits no format.
     """
-    _check_classes(scores.shape[-1], labels)
-    rows = []
-    for item_scores, item_boxes in zip(scores, candidates, strict=True):
+    if spec.format == "boxes":
+        return _post_processed(outputs, spec, input_size=input_size, classes=classes)
+    if spec.format == "anchors":
+        boxes = np.asarray(outputs[str(spec.boxes)], dtype=np.float64)
+        scores = np.asarray(outputs[str(spec.scores)], dtype=np.float64)
+    else:
+        head = np.asarray(outputs[str(spec.tensor)], dtype=np.float64)
+        if head.ndim != 3:
+            raise ValueError(f"{spec.format} output {spec.tensor!r} must be 3-D, got {head.shape}")
+        if spec.format == "yolov8":
+            head = head.transpose(0, 2, 1)  # [N, 4+C, A] -> [N, A, 4+C]
+            boxes, scores = head[..., :4], head[..., 4:]
+        else:
+            boxes, scores = head[..., :4], head[..., 5:] * head[..., 4:5]
+    if boxes.ndim != 3 or boxes.shape[-1] != 4 or scores.shape[:2] != boxes.shape[:2]:
+        raise ValueError(
+            f"{spec.format} outputs do not fit: boxes {boxes.shape}, scores {scores.shape}"
+        )
+    _check_classes(scores.shape[-1], classes)
+    items = []
+    for item_boxes, item_scores in zip(boxes, scores, strict=True):
         best = np.argmax(item_scores, axis=-1)
         confidence = np.take_along_axis(item_scores, best[:, None], axis=-1)[:, 0] * 100.0
-        keep = np.flatnonzero(confidence >= CONFIDENCE_FLOOR)
-        keep = keep[np.argsort(-confidence[keep], kind="stable")]
-        boxes = _corner_boxes(np.asarray(item_boxes, dtype=np.float64)[keep])
+        corners = _corners(item_boxes, spec, input_size=input_size)
+        items.append(Candidates(corners, best, confidence))
+    return items
+
+
+def _post_processed(
+    outputs: Mapping[str, np.ndarray],
+    spec: Detection,
+    *,
+    input_size: tuple[int, int],
+    classes: int,
+) -> list[Candidates]:
+    boxes = np.asarray(outputs[str(spec.boxes)], dtype=np.float64)
+    scores = np.asarray(outputs[str(spec.scores)], dtype=np.float64)
+    indices = np.rint(np.asarray(outputs[str(spec.classes)], dtype=np.float64)).astype(np.int64)
+    if boxes.ndim != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes output {spec.boxes!r} must be [N, K, 4], got {boxes.shape}")
+    scores = scores.reshape(boxes.shape[:2])
+    indices = indices.reshape(boxes.shape[:2])
+    counts = (
+        np.asarray(outputs[spec.count]).reshape(-1).astype(np.int64)
+        if spec.count is not None
+        else np.full(len(boxes), boxes.shape[1])
+    )
+    items = []
+    for item_boxes, item_scores, item_classes, count in zip(
+        boxes, scores, indices, counts, strict=True
+    ):
+        valid = np.arange(len(item_boxes)) < count
+        valid &= item_classes >= 0  # exporters pad with class -1
+        if (item_classes[valid] >= classes).any():
+            raise ValueError(
+                f"model gives class {int(item_classes[valid].max())}, "
+                f"the label file names {classes} classes"
+            )
+        items.append(
+            Candidates(
+                _corners(item_boxes[valid], spec, input_size=input_size),
+                item_classes[valid],
+                item_scores[valid] * 100.0,
+            )
+        )
+    return items
+
+
+def _corners(boxes: np.ndarray, spec: Detection, *, input_size: tuple[int, int]) -> np.ndarray:
+    """(M, 4) boxes as the model writes them -> x0, y0, x1, y1 in input pixels (x1 >= x0)."""
+    if spec.box == "cxcywh":
+        half = np.maximum(boxes[:, 2:], 0) / 2
+        corners = np.concatenate([boxes[:, :2] - half, boxes[:, :2] + half], axis=1)
+    elif spec.box == "xywh":
+        corners = np.concatenate([boxes[:, :2], boxes[:, :2] + np.maximum(boxes[:, 2:], 0)], 1)
+    else:
+        corners = boxes.copy()
+    corners[:, 2:] = np.maximum(corners[:, 2:], corners[:, :2])
+    if spec.units == "normalised":
+        corners = corners * np.array([*input_size, *input_size], dtype=np.float64)
+    return corners
+
+
+def detect(
+    items: Sequence[Candidates],
+    placements: Sequence[Placement],
+    *,
+    labels: LabelSet,
+    suppress: bool,
+    iou: float = 0.5,
+    top_k: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Candidates -> LABELS, CONFIDENCES, THRESHOLDS, BOXES.
+
+    Boxes are mapped through each image's placement to (left, top, width,
+    height) ratios of the original image, clipped to it; with `suppress`, a
+    box overlapping a better one of the same label by more than `iou` is
+    dropped (class-aware non-maximum suppression).
+    """
+    rows = []
+    for item, place in zip(items, placements, strict=True):
+        keep = np.flatnonzero(item.confidences >= CONFIDENCE_FLOOR)
+        keep = keep[np.argsort(-item.confidences[keep], kind="stable")]
+        x0, y0 = place.to_ratios(item.corners[keep, 0], item.corners[keep, 1])
+        x1, y1 = place.to_ratios(item.corners[keep, 2], item.corners[keep, 3])
+        boxes = np.clip(np.stack([x0, y0, x1, y1], axis=1), 0.0, 1.0)
         chosen: list[_Result] = []
         chosen_boxes: list[np.ndarray] = []
-        for anchor, box in zip(keep, boxes, strict=True):
-            label = int(best[anchor])
-            if any(
-                previous.label == label and _iou(box, other) > NMS_IOU
+        for index, box in zip(keep, boxes, strict=True):
+            label = int(item.classes[index])
+            if suppress and any(
+                previous.label == label and _iou(box, other) > iou
                 for previous, other in zip(chosen, chosen_boxes, strict=True)
             ):
                 continue
-            chosen.append(_Result(label, float(confidence[anchor]), _ltwh(box)))
+            chosen.append(_Result(label, float(item.confidences[index]), _ltwh(box)))
             chosen_boxes.append(box)
-        rows.append(chosen)
+        rows.append(chosen[:top_k])
     return _pack(rows, labels=labels, with_boxes=True)
 
 
-def _check_classes(count: int, labels: LabelSet) -> None:
-    if count != len(labels.names):
-        raise ValueError(f"model gives {count} classes, the label file names {len(labels.names)}")
-
-
-def _corner_boxes(centre_size: np.ndarray) -> np.ndarray:
-    """(M, 4) centre x, centre y, width, height -> (M, 4) x0, y0, x1, y1 clipped to [0, 1]
-    (a negative size is an empty box)."""
-    half = np.maximum(centre_size[:, 2:], 0) / 2
-    corners: np.ndarray = np.clip(
-        np.concatenate([centre_size[:, :2] - half, centre_size[:, :2] + half], axis=1), 0.0, 1.0
-    )
-    return corners
+def _check_classes(count: int, labels: LabelSet | int) -> None:
+    expected = labels if isinstance(labels, int) else len(labels.names)
+    if count != expected:
+        raise ValueError(f"model gives {count} classes, the label file names {expected}")
 
 
 def _ltwh(corners: np.ndarray) -> tuple[float, float, float, float]:

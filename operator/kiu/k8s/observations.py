@@ -195,6 +195,12 @@ def _failure(status: Mapping[str, Any], statuses: list[Mapping[str, Any]]) -> Fa
         text = f"container {each.get('name')}"
         if "exitCode" in last:
             text += f" exited with code {last['exitCode']}"
-        detail = (last.get("message") or waiting.get("message") or "").strip()
+        detail = _last_line(last.get("message") or waiting.get("message") or "")
         return Failure(reason=waiting["reason"], message=f"{text}: {detail}" if detail else text)
     return None
+
+
+def _last_line(message: str) -> str:
+    """The last non-empty line: a termination message taken from a log ends with the cause."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

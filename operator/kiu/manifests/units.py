@@ -152,6 +152,9 @@ def unit_pod_template(
         "startupProbe": _probe(_READY_PATH, period=5, failures=120),  # up to 10 min to load
         "readinessProbe": _probe(_READY_PATH, period=5, failures=2),
         "livenessProbe": _probe(_LIVE_PATH, period=10, failures=3),
+        # A unit that cannot load its model says why in its last log line; the kubelet
+        # copies it into the container's termination message, which the operator reports.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -36,10 +36,12 @@ class TokenBucket:
     Capacity is `rate * burst_seconds` but at least one token while rate > 0: a limit
     below 1 TPS (say 0.5) would otherwise never hold the token a single call needs.
     Rate 0 (no ready unit) admits nothing. Time going backwards mints no tokens.
-    `try_acquire` runs on every call, so it is plain float arithmetic on slots.
+    `try_acquire` runs on every call, so it is plain float arithmetic on slots; it
+    also counts the calls it is asked for (`offered`, admitted or not), which is how
+    gateway replicas learn where a model's calls arrive (`kiu.policy.shares`).
     """
 
-    __slots__ = ("_burst_seconds", "_capacity", "_last", "_rate", "_tokens")
+    __slots__ = ("_burst_seconds", "_capacity", "_last", "_rate", "_tokens", "offered")
 
     def __init__(self, *, rate: float, now: float, burst_seconds: float = 1.0) -> None:
         if not burst_seconds > 0:
@@ -49,6 +51,7 @@ class TokenBucket:
         self._capacity = _capacity(self._rate, burst_seconds)
         self._tokens = self._capacity
         self._last = now
+        self.offered = 0
 
     @property
     def rate(self) -> float:
@@ -76,6 +79,7 @@ class TokenBucket:
 
     def try_acquire(self, *, now: float, tokens: float = 1.0) -> bool:
         """Take `tokens` if available and say whether the call is admitted."""
+        self.offered += 1
         elapsed = now - self._last  # _refill inlined: this is the per-call hot path
         if elapsed > 0.0:
             self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)

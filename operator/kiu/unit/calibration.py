@@ -2,13 +2,14 @@
 
 The hosted reference service publishes no throughput per inference unit and
 tells its users to load-test. This does it for a kiu unit (either runtime):
-it sends real images (the same generated scenes the bundled models learned
-from) at fixed open-loop rates, rising geometrically until a rate fails, then
-bisects between the last rate that passed and the first that failed. A rate
-passes when every request succeeds and the 99th percentile latency, measured
-from when each request was due (so a client that falls behind is counted
-against the unit, not hidden), stays under the target. The answer is the
-figure for `spec.inferenceUnit.tps` (less some headroom, see docs/units.md).
+it sends real images (yours with `--images DIR`, else the same generated
+scenes the bundled models learned from) at fixed open-loop rates, rising
+geometrically until a rate fails, then bisects between the last rate that
+passed and the first that failed. A rate passes when every request succeeds
+and the 99th percentile latency, measured from when each request was due (so
+a client that falls behind is counted against the unit, not hidden), stays
+under the target. The answer is the figure for `spec.inferenceUnit.tps`
+(less some headroom, see docs/units.md).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from kiu import options
 from kiu.imaging import scenes
 
 
@@ -55,12 +57,31 @@ class Step:
     passed: bool
 
 
-def _inputs(task: str | None, count: int) -> list[grpcclient.InferInput]:
-    kind: scenes.Kind = "detection" if task == "object_detection" else "classification"
+#: The files `--images` takes from a directory.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def read_images(directory: Path) -> list[bytes]:
+    """The PNG and JPEG files of `directory` (not recursive), in name order."""
+    paths = sorted(
+        p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not paths:
+        raise ValueError(f"no .jpg, .jpeg or .png files in {directory}")
+    return [p.read_bytes() for p in paths]
+
+
+def _inputs(
+    task: str | None, count: int, images: list[bytes] | None
+) -> list[grpcclient.InferInput]:
+    """Your images, or generated scenes of the model's task."""
+    if images is None:
+        kind: scenes.Kind = "detection" if task == "object_detection" else "classification"
+        images = [scene.image for scene in scenes.scenes(kind, seed=7, count=count)]
     tensors = []
-    for scene in scenes.scenes(kind, seed=7, count=count):
+    for image in images:
         tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
-        tensor.set_data_from_numpy(np.array([[scene.image]], dtype=np.object_))
+        tensor.set_data_from_numpy(np.array([[image]], dtype=np.object_))
         tensors.append(tensor)
     return tensors
 
@@ -115,13 +136,16 @@ async def _hold(
     )
 
 
-async def calibrate(*, url: str, model: str, settings: Settings) -> dict[str, Any]:
-    """Find the sustained rate; returns the report (settings, every step, the answer)."""
+async def calibrate(
+    *, url: str, model: str, settings: Settings, images: list[bytes] | None = None
+) -> dict[str, Any]:
+    """Find the sustained rate with `images` (cycled) or generated scenes; returns the
+    report (settings, every step, the answer)."""
     client = grpcclient.InferenceServerClient(url)
     try:
         config = (await client.get_model_config(model, as_json=True))["config"]
         task = config.get("parameters", {}).get("kiu.task", {}).get("string_value")
-        inputs = _inputs(task, 32)
+        inputs = _inputs(task, 32, images)
         for tensor in inputs[:8]:  # warm up: first calls pay for lazy initialisation
             await client.infer(model, [tensor])
         steps: list[Step] = []
@@ -154,6 +178,7 @@ async def calibrate(*, url: str, model: str, settings: Settings) -> dict[str, An
         "url": url,
         "model": model,
         "task": task,
+        "images": "generated" if images is None else len(images),
         "settings": asdict(settings),
         "sustained_tps": round(good, 2),
         "capped_by_max_rate": not math.isfinite(bad),
@@ -181,15 +206,21 @@ def _row(step: Step) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = options.parser(
         prog="kiu calibrate",
         description="Load-test one running unit over gRPC and report the highest request rate "
         "it sustains with p99 latency under a target.",
     )
     parser.add_argument("--url", default="localhost:8001", help="the unit's gRPC address")
     parser.add_argument("--model", required=True, help="the model to call")
-    parser.add_argument("--latency-p99-ms", type=float, default=500.0, help="default: 500")
+    parser.add_argument("--latency-p99-ms", type=float, default=500.0, help="target p99 latency")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        help="a directory of your own .jpg/.png images to send, cycled "
+        "(default: generated scenes of the model's task)",
+    )
     parser.add_argument("--step-seconds", type=float, default=10.0, help="time per rate")
     parser.add_argument("--start-rate", type=float, default=2.0, help="first rate, per second")
     parser.add_argument("--max-rate", type=float, default=1000.0, help="never offer more")
@@ -200,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Print the table and the answer; exit 1 when even the first rate fails."""
-    args = _parser().parse_args(argv)
+    args = options.parse(_parser(), argv)
     settings = Settings(
         latency_p99_ms=args.latency_p99_ms,
         step_seconds=args.step_seconds,
@@ -211,7 +242,14 @@ def main(argv: list[str]) -> int:
         timeout_seconds=max(5.0, 4 * args.latency_p99_ms / 1000),
     )
     try:
-        report = asyncio.run(calibrate(url=args.url, model=args.model, settings=settings))
+        images = read_images(args.images) if args.images is not None else None
+    except (OSError, ValueError) as error:
+        print(f"kiu calibrate: {error}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(
+            calibrate(url=args.url, model=args.model, settings=settings, images=images)
+        )
     except InferenceServerException as error:
         print(f"kiu calibrate: {args.url}: {error}", file=sys.stderr)
         return 1

@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from kiu import logs, options
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = options.parser(
         prog="kiu unit",
         description="Serve one model of a Triton model repository over KServe v2 "
         "(gRPC and HTTP) on the CPU, with onnxruntime.",
@@ -26,16 +28,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="the model to load and serve")
     parser.add_argument("--host", default="0.0.0.0", help="listen address (default: %(default)s)")
-    parser.add_argument("--http-port", type=int, default=8000, help="default: %(default)s")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="default: %(default)s")
-    parser.add_argument("--metrics-port", type=int, default=8002, help="default: %(default)s")
+    parser.add_argument("--http-port", type=int, default=8000, help="KServe v2 HTTP port")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="KServe v2 gRPC port")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus port")
     parser.add_argument(
         "--grace-period",
         type=float,
         default=30.0,
         help="seconds to finish requests in flight after SIGTERM (default: %(default)s)",
     )
-    parser.add_argument("--log-level", default="INFO", help="default: %(default)s")
+    options.add_logging(parser)
     return parser
 
 
@@ -51,22 +53,27 @@ def _server_module() -> ModuleType:
 
 def main(argv: list[str]) -> int:
     """Run the unit until SIGTERM; returns the exit code (0 after a clean drain)."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    args = options.parse(_parser(), argv)
+    logs.configure(level=args.log_level, format=args.log_format)
     server = _server_module()
     for noisy in ("kserve.trace", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    code: int = asyncio.run(
-        server.serve(
-            model_repository=args.model_repository.resolve(),
-            model_name=args.model,
-            host=args.host,
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            metrics_port=args.metrics_port,
-            grace_period=args.grace_period,
+    try:
+        code: int = asyncio.run(
+            server.serve(
+                model_repository=args.model_repository.resolve(),
+                model_name=args.model,
+                host=args.host,
+                http_port=args.http_port,
+                grpc_port=args.grpc_port,
+                metrics_port=args.metrics_port,
+                grace_period=args.grace_period,
+            )
         )
-    )
+    except server.ModelLoadError as error:
+        # One plain last line: what Kubernetes shows as the container's termination message
+        # (terminationMessagePolicy FallbackToLogsOnError), so the ProjectVersion's status
+        # carries the loader's own words.
+        print(f"kiu unit: {error}", file=sys.stderr, flush=True)
+        return 1
     return code

@@ -296,6 +296,10 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
+class ModelLoadError(Exception):
+    """The model, its steps or its contract do not load: nothing is served."""
+
+
 async def serve(
     *,
     model_repository: Path,
@@ -306,8 +310,14 @@ async def serve(
     metrics_port: int,
     grace_period: float,
 ) -> int:
-    """Load the model, serve it until SIGTERM or SIGINT, then drain; returns the exit code."""
-    model = models.load_model(model_repository, model_name)
+    """Load the model, serve it until SIGTERM or SIGINT, then drain; returns the exit code.
+
+    Raises ModelLoadError, with the loader's message, when the model cannot be loaded.
+    """
+    try:
+        model = models.load_model(model_repository, model_name)
+    except Exception as error:  # onnxruntime, protobuf and file errors have many types
+        raise ModelLoadError(f"cannot load model {model_name!r}: {error}") from error
     unit = UnitModel(model)
     registry = ModelRepository()
     registry.update(unit)
