@@ -64,6 +64,8 @@ def values(namespace: str) -> dict[str, Any]:
             "shutdownDelay": 0,
             "shutdownTimeout": 5,
             "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+            # plain HTTP, explicitly: the load is sent to pod addresses (no cluster DNS)
+            "tls": {"enabled": False},
         },
         "accessKeys": {
             "create": True,

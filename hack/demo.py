@@ -330,7 +330,8 @@ def values_file() -> Path:
             "cpuModelRepository": str(REPO / "triton-models"),
             "watchNamespaces": [NAMESPACE],
         },
-        "gateway": {"watchNamespaces": [NAMESPACE], "shutdownDelay": 0},
+        # plain HTTP, explicitly: the demo calls gateway pods by address (no cluster DNS)
+        "gateway": {"watchNamespaces": [NAMESPACE], "shutdownDelay": 0, "tls": {"enabled": False}},
         "accessKeys": {
             "create": True,
             "keys": [{"name": KEY_NAME, "accessKeyId": KEY_ID, "namespaces": [NAMESPACE]}],

@@ -51,6 +51,8 @@ for namespace in "$SYSTEM" "$NAMESPACE"; do
 done
 
 say "installing charts/kiu into $SYSTEM"
+# Plain HTTP, explicitly (gateway.tls.enabled=false): the instructions below call the
+# gateway through a plain port-forward.
 helm upgrade --install kiu "$REPO/charts/kiu" --kube-context "kind-$CLUSTER" \
     --namespace "$SYSTEM" \
     --set "image.repository=${IMAGE%:*}" --set "image.tag=${IMAGE##*:}" \
@@ -60,6 +62,7 @@ helm upgrade --install kiu "$REPO/charts/kiu" --kube-context "kind-$CLUSTER" \
     --set 'accessKeys.keys[0].accessKeyId=AKIAKIUDEMO000000001' \
     --set "accessKeys.keys[0].namespaces={$NAMESPACE}" \
     --set "networkPolicy.unitNamespaces={$NAMESPACE}" \
+    --set gateway.tls.enabled=false \
     ${helm_args[@]+"${helm_args[@]}"} \
     --wait --timeout 5m
 

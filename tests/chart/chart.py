@@ -7,7 +7,9 @@ import base64
 import contextlib
 import json
 import os
+import ssl
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -166,7 +168,12 @@ class Release:
         return base64.b64decode(secret.data["secretAccessKey"]).decode()
 
     def rekognition(
-        self, endpoint_url: str | None = None, *, attempts: int = 1, connections: int = 10
+        self,
+        endpoint_url: str | None = None,
+        *,
+        attempts: int = 1,
+        connections: int = 10,
+        verify: str | None = None,
     ) -> Any:
         """A boto3 client signed with the chart's test key (standard retry mode)."""
         import boto3
@@ -178,6 +185,7 @@ class Release:
             region_name=self.namespace,
             aws_access_key_id=KEY_ID,
             aws_secret_access_key=self.secret_key(),
+            verify=verify,
             config=Config(
                 retries={"total_max_attempts": attempts, "mode": "standard"},
                 max_pool_connections=connections,
@@ -202,6 +210,35 @@ class Release:
         account = f"system:serviceaccount:{self.namespace}:{RELEASE}-{component}"
         proc = self.cluster.kubectl("auth", "can-i", *args, f"--as={account}", check=False)
         return proc.stdout.strip() == "yes"
+
+    def request_as(
+        self, component: str, method: str, path: str, body: Any = None
+    ) -> tuple[int, dict[str, Any]]:
+        """One API request with a token of the component's own ServiceAccount (no
+        impersonation: the API server authenticates it as the pod's token); a body is sent
+        as a merge patch. The status and the JSON answer."""
+        token = self.cluster.kubectl(
+            "create", "token", f"{RELEASE}-{component}", "-n", self.namespace
+        ).stdout.strip()
+        view = self.cluster.kubectl("config", "view", "--minify", "--raw", "-o", "json").stdout
+        server = json.loads(view)["clusters"][0]["cluster"]
+        context = ssl.create_default_context(
+            cadata=base64.b64decode(server["certificate-authority-data"]).decode()
+        )
+        request = urllib.request.Request(
+            server["server"] + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/merge-patch+json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as refused:
+            return refused.code, json.loads(refused.read())
 
 
 @contextlib.contextmanager

@@ -88,7 +88,13 @@ def test_every_object_has_the_standard_labels(rendered: Any) -> None:
 
 
 def test_namespaced_objects_go_to_the_release_namespace(default: list[dict[str, Any]]) -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+    cluster_scoped = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
     for obj in default:
         if obj["kind"] in cluster_scoped:
             assert "namespace" not in obj["metadata"]
@@ -98,7 +104,12 @@ def test_namespaced_objects_go_to_the_release_namespace(default: list[dict[str, 
 
 def test_cluster_scoped_names_carry_the_namespace(default: list[dict[str, Any]]) -> None:
     """Two releases called kiu in two namespaces do not fight over a ClusterRole."""
-    for kind in ("ClusterRole", "ClusterRoleBinding"):
+    for kind in (
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ):
         for obj in of_kind(default, kind):
             assert obj["metadata"]["name"].startswith(f"{NAMESPACE}-kiu-")
 
@@ -649,7 +660,10 @@ def test_a_missing_secret_is_generated() -> None:
     secret = find(objects, "Secret", "kiu-access-key-test")
     generated = base64.b64decode(secret["data"]["secretAccessKey"]).decode()
     assert re.fullmatch(r"[A-Za-z0-9]{40}", generated)
-    assert of_kind(chart.template(), "Secret") == []
+    # by default no access key, only the gateway's generated TLS certificate
+    assert [o["metadata"]["name"] for o in of_kind(chart.template(), "Secret")] == [
+        "kiu-gateway-tls"
+    ]
 
 
 # --- values: schema and comments ----------------------------------------------------

@@ -16,7 +16,7 @@ from PIL import Image
 
 from kiu.gateway import auth, command, server
 
-from . import processes
+from . import processes, tally
 from .fakes import FakeTransport
 from .signing import ACCESS_KEY, SECRET_KEY
 
@@ -91,14 +91,21 @@ def write(path: Path, content: dict[str, Any]) -> None:
 
 
 def rekognition(
-    port: int, *, key: str = ACCESS_KEY, secret: str = SECRET_KEY, attempts: int = 1
+    port: int,
+    *,
+    key: str = ACCESS_KEY,
+    secret: str = SECRET_KEY,
+    attempts: int = 1,
+    verify: str | bool | None = None,
 ) -> Any:
+    """A boto3 client; with ``verify`` (a CA bundle, or True for the system's) over HTTPS."""
     return boto3.session.Session().client(
         "rekognition",
-        endpoint_url=f"http://127.0.0.1:{port}",
+        endpoint_url=f"{'http' if verify is None else 'https'}://127.0.0.1:{port}",
         region_name="us-east-1",
         aws_access_key_id=key,
         aws_secret_access_key=secret,
+        verify=verify,
         config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}),
     )
 
@@ -153,6 +160,15 @@ class Local:
 
 
 LocalFactory = Callable[..., "asyncio.Future[Local]"]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fuzz tests' counts of inputs tried and refused, when they ran."""
+    counted = tally.lines()
+    if counted:
+        terminalreporter.section("bad inputs tried and refused")
+        for line in counted:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -21,10 +21,12 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image, PngImagePlugin
 
+from kiu.gateway import auth, catalog, errors, sigv4
+
 from . import processes
 from .clients import Reviewer, alive, detect_body, post, serve, signed, target
 from .conftest import NAMESPACE, arn, directory, png, project_arn, rekognition, version
-from .signing import SECRET_KEY, sign
+from .signing import ACCESS_KEY, SECRET_KEY, presented, sign
 
 MINUTES_20 = datetime.timedelta(minutes=20)
 
@@ -133,6 +135,27 @@ def test_a_replayed_state_change_is_refused(
         client.start_project_version(ProjectVersionArn=arn("shoes-v3"), MinInferenceUnits=1)
     described = client.describe_project_versions(ProjectArn=project_arn())
     assert described["ProjectVersionDescriptions"][0]["Status"] == "RUNNING"
+
+
+async def test_a_state_change_is_claimed_before_it_is_carried_out() -> None:
+    """The check and the record are one step; only a server-side failure releases the claim."""
+    keys = {ACCESS_KEY: catalog.AccessKey(sigv4.Credentials(ACCESS_KEY, SECRET_KEY), frozenset())}
+    authenticator = auth.Authenticator(keys=keys.get)
+    url = "http://127.0.0.1:1/"
+    body = json.dumps({"ProjectVersionArn": arn("shoes-v3")}).encode()
+    request = presented(url, body, sign(url=url, body=body, headers=target("StopProjectVersion")))
+    principal = await authenticator.authenticate(request, once=True)
+    # a parallel copy, before the first was carried out
+    with pytest.raises(errors.InvalidSignature, match="already been used"):
+        await authenticator.authenticate(request, once=True)
+    with pytest.raises(errors.InternalServerError), authenticator.failed(principal):
+        raise errors.InternalServerError()
+    principal = await authenticator.authenticate(request, once=True)  # released: a retry
+    with pytest.raises(errors.ResourceInUse), authenticator.failed(principal):
+        raise errors.ResourceInUse("in use")
+    with pytest.raises(errors.InvalidSignature, match="already been used"):
+        await authenticator.authenticate(request, once=True)  # refused: its answer stands
+    assert (await authenticator.authenticate(request)).name == ACCESS_KEY  # reads are not claimed
 
 
 def test_bearer_tokens_need_a_gateway_connected_to_kubernetes(

@@ -3,7 +3,8 @@
 EndpointSlices are written by the test (``managed-by: kiu-test``, which the
 EndpointSlice controller leaves alone) and point at real `kiu unit` processes
 on loopback, so everything but the operator is real: list/watch, the ARN from
-the object, Start/Stop as merge patches, access keys from Secrets, the replica
+the object, Start/Stop as merge patches (twenty parallel copies of one signed
+Start carried out once), access keys from Secrets, the replica
 count from the gateway's own slices, TokenReview and SubjectAccessReview.
 """
 
@@ -25,7 +26,7 @@ from kiu.imaging import scenes
 
 from . import processes
 from .conftest import rekognition
-from .signing import ACCESS_KEY, SECRET_KEY
+from .signing import ACCESS_KEY, SECRET_KEY, sign
 
 pytestmark = pytest.mark.cluster
 
@@ -118,6 +119,63 @@ async def eventually(check: Any, *, within: float = 30.0) -> None:
         await asyncio.sleep(0.3)
 
 
+async def copies(
+    port: int, operation: str, document: dict[str, Any], *, count: int
+) -> list[tuple[int, str]]:
+    """Send ``count`` copies of one signed request at once; each status and Status or error."""
+    url = f"http://127.0.0.1:{port}/"
+    body = json.dumps(document).encode()
+    headers = sign(
+        url=url,
+        body=body,
+        headers={
+            "X-Amz-Target": f"RekognitionService.{operation}",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
+    )
+
+    async def one(session: aiohttp.ClientSession) -> tuple[int, str]:
+        async with session.post(url, data=body, headers=headers) as response:
+            answer = json.loads(await response.read())
+            return response.status, answer.get("Status") or answer["__type"]
+
+    connector = aiohttp.TCPConnector(limit=count, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        return list(await asyncio.gather(*(one(session) for _ in range(count))))
+
+
+def caller(namespace: str) -> list[dict[str, Any]]:
+    """ServiceAccount ``caller``, allowed to invoke the models of its namespace."""
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "caller"}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "invoke"},
+            "rules": [
+                {"apiGroups": ["kiu.dev"], "resources": ["projectversions"], "verbs": ["invoke"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "caller-invokes"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "invoke"},
+            "subjects": [{"kind": "ServiceAccount", "name": "caller", "namespace": namespace}],
+        },
+    ]
+
+
+@pytest.fixture
+def elsewhere(cluster: Any, namespace: str) -> Iterator[str]:
+    """A second namespace: another tenant."""
+    name = cluster.create_namespace(f"{namespace[:50]}-other")
+    try:
+        yield name
+    finally:
+        cluster.delete_namespace(name)
+
+
 @pytest.fixture
 def pod_network_unit(cluster: Any, tmp_path: Path) -> Iterator[processes.Unit]:
     """A unit on the cluster's pod network address: EndpointSlices refuse loopback."""
@@ -132,7 +190,11 @@ def cluster_server(cluster: Any) -> str:
 
 
 async def test_gateway_follows_the_cluster(
-    cluster: Any, namespace: str, pod_network_unit: processes.Unit, projectversion_crd: None
+    cluster: Any,
+    namespace: str,
+    elsewhere: str,
+    pod_network_unit: processes.Unit,
+    projectversion_crd: None,
 ) -> None:
     unit = pod_network_unit
     apply(cluster, namespace, projectversion("shoes-v3"))
@@ -171,24 +233,10 @@ async def test_gateway_follows_the_cluster(
                 "namespaces": namespace,
             },
         },
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "caller"}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "stranger"}},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "invoke"},
-            "rules": [
-                {"apiGroups": ["kiu.dev"], "resources": ["projectversions"], "verbs": ["invoke"]}
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "caller-invokes"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "invoke"},
-            "subjects": [{"kind": "ServiceAccount", "name": "caller", "namespace": namespace}],
-        },
+        *caller(namespace),
     )
+    apply(cluster, elsewhere, *caller(elsewhere))
     created = get(cluster, namespace, "projectversions.kiu.dev", "shoes-v3")["metadata"][
         "creationTimestamp"
     ]
@@ -248,13 +296,14 @@ async def test_gateway_follows_the_cluster(
         await eventually(lambda: entry.spec.state == "Stopped")
         set_status(cluster, namespace, "shoes-v3", "STOPPED")
         await eventually(lambda: entry.spec.status == "STOPPED")
-        started = await asyncio.to_thread(
-            client.start_project_version,
-            ProjectVersionArn=entry.spec.arn,
-            MinInferenceUnits=2,
-            MaxInferenceUnits=3,
+        # twenty copies of one signed Start at once: exactly one is carried out
+        answers = await copies(
+            gateway.port,
+            "StartProjectVersion",
+            {"ProjectVersionArn": entry.spec.arn, "MinInferenceUnits": 2, "MaxInferenceUnits": 3},
+            count=20,
         )
-        assert started["Status"] == "STARTING"
+        assert sorted(answers) == [(200, "STARTING")] + [(400, "InvalidSignatureException")] * 19
         spec = get(cluster, namespace, "projectversions.kiu.dev", "shoes-v3")["spec"]
         assert (spec["state"], spec["minInferenceUnits"], spec["maxInferenceUnits"]) == (
             "Running",
@@ -264,11 +313,16 @@ async def test_gateway_follows_the_cluster(
         set_status(cluster, namespace, "shoes-v3", "RUNNING")
         await eventually(lambda: entry.spec.status == "RUNNING")
 
-        # bearer tokens: TokenReview, then SubjectAccessReview for verb invoke
+        # bearer tokens: TokenReview, then SubjectAccessReview for verb invoke; a caller of
+        # another namespace, allowed to invoke there, is a stranger here
         url = f"http://127.0.0.1:{gateway.port}/v1/namespaces/{namespace}/projectversions/shoes-v3:detect"
         async with aiohttp.ClientSession() as session:
-            for account, expected in (("caller", 200), ("stranger", 400)):
-                token = cluster.kubectl("create", "token", account, "-n", namespace).stdout.strip()
+            for home, account, expected in (
+                (namespace, "caller", 200),
+                (namespace, "stranger", 400),
+                (elsewhere, "caller", 400),
+            ):
+                token = cluster.kubectl("create", "token", account, "-n", home).stdout.strip()
                 headers = {
                     "Authorization": f"Bearer {token}",
                     "Content-Type": "image/png" if scene.format == "PNG" else "image/jpeg",

@@ -9,7 +9,6 @@ image inspection reads headers only. ``make test`` runs a fixed budget
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import struct
 import zlib
@@ -24,6 +23,7 @@ from kiu.gateway import awsjson, errors, images
 
 from .conftest import arn, png
 from .signing import presented
+from .tally import TALLY
 
 JSON_SCALARS = (
     st.none()
@@ -67,18 +67,24 @@ def documents(body: bytes) -> list[awsjson._Document]:
 
 def use_every_member(document: awsjson._Document) -> None:
     """Everything the data plane may ask a request; only domain errors may escape."""
-    for read in (
+    reads = [
         document.target,
         document.project,
         document.units,
         document.options,
         lambda: document.string("NextToken"),
-    ):
-        with contextlib.suppress(errors.GatewayError):
-            read()
+    ]
     if isinstance(document, awsjson._DetectBody):
-        with contextlib.suppress(errors.GatewayError):
-            document.params()
+        reads.append(document.params)
+    TALLY["tried:request"] += 1
+    refusals = set()
+    for read in reads:
+        try:
+            read()
+        except errors.GatewayError as exc:
+            refusals.add(exc.name)
+    for name in refusals or {"accepted"}:
+        TALLY[f"request:{name}"] += 1
 
 
 # --- the AWS JSON request ------------------------------------------------------------
@@ -171,10 +177,14 @@ def inspect(data: bytes) -> images.ImageInfo | errors.GatewayError:
         mock.patch.object(zlib, "decompressobj", forbidden),
         mock.patch.object(PIL.Image, "open", forbidden),
     ):
+        TALLY["tried:image"] += 1
         try:
-            return images.inspect(data)
+            info = images.inspect(data)
         except (errors.InvalidImageFormat, errors.InvalidParameter, errors.ImageTooLarge) as exc:
+            TALLY[f"image:{exc.name}"] += 1
             return exc
+        TALLY["image:accepted"] += 1
+        return info
 
 
 @given(st.binary(max_size=600), st.sampled_from([b"", PNG[:8], PNG[:33], JPEG[:2], JPEG[:3]]))

@@ -287,6 +287,7 @@ async def test_the_kubernetes_source_fills_and_follows_the_catalog(
         gateway_service="kiu-gateway",
         credentials_namespace="kiu-system",
         s3_secret="store",
+        s3_namespace_secret="own-store",
     )
     task = asyncio.create_task(source.run(table))
     await settle()
@@ -298,6 +299,7 @@ async def test_the_kubernetes_source_fills_and_follows_the_catalog(
         "?kubernetes.io/service-name=kiu-gateway"
     )
     store = streams.queue("/api/v1/namespaces/kiu-system/secrets?metadata.name=store")
+    own = streams.queue("/api/v1/secrets?metadata.name=own-store")
     await versions.put(
         discovery.Listed([projectversion("shoes-v3", tps=5), projectversion("bad", state="Nope")])
     )
@@ -331,6 +333,11 @@ async def test_the_kubernetes_source_fills_and_follows_the_catalog(
         discovery.Listed([secret("store", accessKeyId="S3KEY", secretAccessKey="S3SECRET")])
     )
     await settle()
+    assert not table.synced
+    own_store = secret("own-store", accessKeyId="RETAILKEY", secretAccessKey="RETAILSECRET")
+    own_store["metadata"]["namespace"] = "retail"
+    await own.put(discovery.Listed([own_store]))
+    await settle()
     assert table.synced
     entry = table.get("retail", "shoes-v3")
     assert entry is not None
@@ -346,6 +353,15 @@ async def test_the_kubernetes_source_fills_and_follows_the_catalog(
     assert table.access_key("AKID1") is not None
     assert table.s3_credentials is not None
     assert table.s3_credentials.access_key_id == "S3KEY"
+    # a namespace's own Secret wins for its models; the others get the gateway-wide one
+    retail, other = table.s3_credentials_for("retail"), table.s3_credentials_for("garden")
+    assert (retail and retail.access_key_id, other and other.access_key_id) == (
+        "RETAILKEY",
+        "S3KEY",
+    )
+    await own.put(discovery.Changed("DELETED", own_store))
+    await settle()
+    assert table.s3_credentials_for("retail") == table.s3_credentials
 
     # a unit stops being ready: it leaves the routing table with the event
     await slices.put(

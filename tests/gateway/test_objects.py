@@ -12,24 +12,29 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from kiu.gateway import errors, grants
 from kiu.imaging import scenes
 
 from . import processes
-from .conftest import arn, directory, png, rekognition, version, write
+from .conftest import NAMESPACE, arn, directory, png, rekognition, version, write
+from .signing import ACCESS_KEY, SECRET_KEY
 
 BUCKET = "photos"
+GARDEN = "garden"
+GARDEN_KEY = "AKIDKIUGARDEN"
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Any]]:
-    """A moto server that checks signatures after the first five (set-up) calls."""
+    """A moto server that checks signatures after the first eight (set-up) calls; the
+    gateway-wide credentials, and the garden namespace's own."""
     logs = tmp_path_factory.mktemp("moto")
     port = processes.free_port()
     server = processes.Process(
         "moto",
         [sys.executable, "-m", "moto.server", "-H", processes.HOST, "-p", str(port)],
         logs / "moto.log",
-        env={"INITIAL_NO_AUTH_ACTION_COUNT": "5"},
+        env={"INITIAL_NO_AUTH_ACTION_COUNT": "8"},
     ).start()
     endpoint = f"http://{processes.HOST}:{port}"
     try:
@@ -42,14 +47,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[
         setup = {"endpoint_url": endpoint, "region_name": "us-east-1"}
         anonymous = {"aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
         iam = boto3.client("iam", **setup, **anonymous)
-        iam.create_user(UserName="gateway")
         policy = {
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
         }
-        iam.put_user_policy(UserName="gateway", PolicyName="all", PolicyDocument=json.dumps(policy))
-        key = iam.create_access_key(UserName="gateway")["AccessKey"]
+        made = {}
+        for user in ("gateway", GARDEN):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=json.dumps(policy))
+            made[user] = iam.create_access_key(UserName=user)["AccessKey"]
+        key = made["gateway"]
         credentials = {"accessKeyId": key["AccessKeyId"], "secretAccessKey": key["SecretAccessKey"]}
+        own = {
+            "accessKeyId": made[GARDEN]["AccessKeyId"],
+            "secretAccessKey": made[GARDEN]["SecretAccessKey"],
+        }
         s3 = boto3.client("s3", **setup, **anonymous)
         s3.create_bucket(Bucket=BUCKET)
         # from here on moto checks every signature
@@ -59,7 +71,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[
             aws_access_key_id=key["AccessKeyId"],
             aws_secret_access_key=key["SecretAccessKey"],
         )
-        yield endpoint, credentials, s3
+        yield endpoint, credentials, s3, own
     finally:
         server.stop()
 
@@ -70,13 +82,26 @@ def gateway_with_store(
     real_units: dict[str, list[processes.Unit]],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[processes.Gateway, Path, dict[str, Any]]]:
-    endpoint, credentials, _ = store
+    endpoint, credentials, _, _ = store
     logs = tmp_path_factory.mktemp("gateway-s3")
     path = logs / "directory.yaml"
-    content = directory([version("shoes-v3", units=[], tps=100)], objectStore=credentials)
-    content["projectVersions"][0]["units"] = [real_units["classifier"][0].entry()]
+    unit = real_units["classifier"][0].entry()
+    content = directory(
+        [
+            version("shoes-v3", units=[], tps=100),
+            version("roses-v1", units=[], tps=100, namespace=GARDEN),
+        ],
+        keys=[
+            {"accessKeyId": ACCESS_KEY, "secretAccessKey": SECRET_KEY, "namespaces": [NAMESPACE]},
+            {"accessKeyId": GARDEN_KEY, "secretAccessKey": SECRET_KEY, "namespaces": [GARDEN]},
+        ],
+        objectStore=credentials,
+    )
+    for entry in content["projectVersions"]:
+        entry["units"] = [unit]
     write(path, content)
-    with processes.gateway(path, logs, "--s3-endpoint", endpoint) as gw:
+    grants = ["--s3-allow", f"{NAMESPACE}={BUCKET}", "--s3-allow", f"{GARDEN}={BUCKET}/garden/"]
+    with processes.gateway(path, logs, "--s3-endpoint", endpoint, *grants) as gw:
         yield gw, path, content
 
 
@@ -131,9 +156,108 @@ def test_refused_credentials_make_the_object_unreadable(
     processes.wait_until(lambda: _code(gw, "ok.png") == "ok", timeout=10, what="the restore")
 
 
+def test_objects_outside_the_namespace_grant_are_refused_alike(
+    store: Any, gateway_with_store: Any
+) -> None:
+    """The garden namespace may read photos/garden/ only: whether an object outside exists
+    or not, the answer is the same refusal, given before anything is read."""
+    gw = gateway_with_store[0]
+    scene = next(scenes.scenes("classification", seed=33, count=1))
+    store[2].put_object(Bucket=BUCKET, Key="garden/rose.png", Body=scene.image)
+    store[2].put_object(Bucket=BUCKET, Key="retail/private.png", Body=scene.image)
+    garden = rekognition(gw.port, key=GARDEN_KEY)
+
+    def detect_garden(bucket: str, name: str) -> Any:
+        return garden.detect_custom_labels(
+            ProjectVersionArn=arn("roses-v1", namespace=GARDEN),
+            Image={"S3Object": {"Bucket": bucket, "Name": name}},
+        )
+
+    assert detect_garden(BUCKET, "garden/rose.png")["CustomLabels"]
+    refusals = []
+    for bucket, name in [
+        (BUCKET, "retail/private.png"),  # exists
+        (BUCKET, "retail/missing.png"),  # does not
+        (BUCKET, "garden/../retail/private.png"),
+        ("another-bucket", "garden/rose.png"),
+    ]:
+        with pytest.raises(ClientError) as caught:
+            detect_garden(bucket, name)
+        response = caught.value.response
+        refusals.append((response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]))
+        assert "garden" in response["Error"]["Message"]
+    assert set(refusals) == {("AccessDeniedException", 400)}
+    # the retail models, granted the whole bucket, still read what is theirs
+    assert detect(gw, "retail/private.png")["CustomLabels"]
+
+
+def test_a_namespace_reads_with_its_own_credentials(store: Any, gateway_with_store: Any) -> None:
+    """objectStores gives garden its own credentials: they, not the gateway-wide ones,
+    read its objects; without the gateway-wide default, other namespaces read nothing."""
+    gw, path, content = gateway_with_store
+    scene = next(scenes.scenes("classification", seed=34, count=1))
+    store[2].put_object(Bucket=BUCKET, Key="garden/tulip.png", Body=scene.image)
+    store[2].put_object(Bucket=BUCKET, Key="retail/shoe.png", Body=scene.image)
+    garden = rekognition(gw.port, key=GARDEN_KEY)
+
+    def codes() -> tuple[str, str]:
+        outcomes = []
+        for client, name, namespace, model in (
+            (garden, "garden/tulip.png", GARDEN, "roses-v1"),
+            (rekognition(gw.port), "retail/shoe.png", NAMESPACE, "shoes-v3"),
+        ):
+            try:
+                client.detect_custom_labels(
+                    ProjectVersionArn=arn(model, namespace=namespace),
+                    Image={"S3Object": {"Bucket": BUCKET, "Name": name}},
+                )
+                outcomes.append("ok")
+            except ClientError as exc:
+                outcomes.append(str(exc.response["Error"]["Code"]))
+        return outcomes[0], outcomes[1]
+
+    wrong = {**store[3], "secretAccessKey": "wrong"}
+    cases = [
+        ({**content, "objectStores": {GARDEN: wrong}}, ("InvalidS3ObjectException", "ok")),
+        ({**content, "objectStores": {GARDEN: store[3]}}, ("ok", "ok")),
+        (
+            {
+                **{k: v for k, v in content.items() if k != "objectStore"},
+                "objectStores": {GARDEN: store[3]},
+            },
+            ("ok", "InvalidS3ObjectException"),
+        ),
+    ]
+    try:
+        for changed, expected in cases:
+            write(path, changed)
+            processes.wait_until(lambda e=expected: codes() == e, timeout=10, what=str(expected))
+    finally:
+        write(path, content)
+    processes.wait_until(lambda: codes() == ("ok", "ok"), timeout=10, what="the restore")
+
+
 def _code(gw: processes.Gateway, name: str) -> str:
     try:
         detect(gw, name)
     except ClientError as exc:
         return str(exc.response["Error"]["Code"])
     return "ok"
+
+
+def test_grants_parse_and_cover() -> None:
+    allowed = grants.Grants.parse(["a=photos/a/", "a=shared", "b=photos/b/"])
+    allowed.check(namespace="a", bucket="photos", name="a/x.png")
+    allowed.check(namespace="a", bucket="shared", name="any/thing.png")
+    for namespace, bucket, name in [
+        ("a", "photos", "b/x.png"),
+        ("a", "photos", "a/../b/x.png"),
+        ("a", "photos", "a/./x.png"),
+        ("b", "shared", "x.png"),
+        ("c", "photos", "a/x.png"),
+    ]:
+        with pytest.raises(errors.AccessDenied):
+            allowed.check(namespace=namespace, bucket=bucket, name=name)
+    for bad in ["photos/a/", "a=", "=photos"]:
+        with pytest.raises(ValueError, match="NAMESPACE=BUCKET"):
+            grants.Grants.parse([bad])

@@ -115,13 +115,14 @@ def test_service_must_be_rekognition() -> None:
         verify(URL, BODY, headers)
 
 
-def test_replay_guard_remembers_signatures() -> None:
+def test_replay_guard_remembers_signatures_until_forgotten() -> None:
     guard = sigv4.ReplayGuard()
-    assert not guard.seen(signature="ab" * 32, signed_at=100.0)
     assert guard.admit(signature="ab" * 32, signed_at=100.0, now=100.0)
-    assert guard.seen(signature="ab" * 32, signed_at=100.0)
     assert not guard.admit(signature="ab" * 32, signed_at=100.0, now=100.0)
-    assert not guard.seen(signature="cd" * 32, signed_at=100.0)
+    assert guard.admit(signature="cd" * 32, signed_at=100.0, now=100.0)
+    guard.forget(signature="ab" * 32, signed_at=100.0)
+    assert len(guard) == 1
+    assert guard.admit(signature="ab" * 32, signed_at=100.0, now=100.0)
 
 
 def test_replay_guard_memory_is_bounded_and_never_readmits() -> None:

@@ -150,3 +150,11 @@ RuntimeDefault), merged over by podSecurityContext.
 {{- define "kiu.securityContext" -}}
 {{- toYaml .Values.securityContext -}}
 {{- end -}}
+
+{{/*
+The gateway's TLS Secret (tls.crt, tls.key): the one named in gateway.tls.secretName,
+else "<fullname>-gateway-tls", which the chart fills (cert-manager or self-signed).
+*/}}
+{{- define "kiu.gateway.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "kiu.gateway.fullname" .)) .Values.gateway.tls.secretName -}}
+{{- end -}}

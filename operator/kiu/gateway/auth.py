@@ -17,9 +17,10 @@ Tokens and secrets are never logged; caches key tokens by their SHA-256.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
@@ -111,11 +112,13 @@ class Authenticator:
     ) -> Principal:
         """The caller behind a request; ``tokens`` allows Kubernetes bearer tokens.
 
-        ``once`` refuses a signed request that was already carried out (see
-        :meth:`carried_out`): for operations that change state. Read-only calls
-        are not checked, as botocore signs no nonce, so two identical calls made
-        within one second (a retry after throttling, a load test repeating one
-        image) carry the same signature.
+        ``once`` claims a signed request before it is carried out, in the same
+        step as the check, so exactly one of parallel copies passes; the others
+        are refused as replays. A claim that fails is released with
+        :meth:`failed` so the caller may retry. For operations that change state
+        only: botocore signs no nonce, so two identical reads made within one
+        second (a retry after throttling, a load test repeating one image) carry
+        the same signature.
         """
         values = presented.headers("authorization")
         if not values:
@@ -145,19 +148,31 @@ class Authenticator:
         verified = sigv4.verify(
             signed, lookup=self._credentials, now=self._clock(), max_skew=self._max_skew
         )
-        if once and self._replay.seen(signature=verified.signature, signed_at=verified.signed_at):
+        if once and not self._replay.admit(
+            signature=verified.signature, signed_at=verified.signed_at, now=self._clock()
+        ):
             raise errors.InvalidSignature("The request signature has already been used.")
         key_id = verified.credentials.access_key_id
         return Principal(kind="access-key", name=key_id, key=self._keys(key_id), signed=verified)
 
-    def carried_out(self, principal: Principal) -> None:
-        """Remember a signed request that changed state, so it cannot be replayed."""
-        if principal.signed is not None:
-            self._replay.admit(
-                signature=principal.signed.signature,
-                signed_at=principal.signed.signed_at,
-                now=self._clock(),
-            )
+    @contextlib.contextmanager
+    def failed(self, principal: Principal) -> Iterator[None]:
+        """Release the claim of a request authenticated with ``once`` if carrying it out fails.
+
+        A server-side failure (the API server unreachable, the call cancelled) did
+        nothing, so the same signed request may be sent again. A refusal of the
+        request itself (bad parameters, access denied, the model in use) is its
+        final answer and keeps the claim: sending it again later is a replay.
+        """
+        try:
+            yield
+        except BaseException as exc:
+            refused = isinstance(exc, errors.GatewayError) and exc.outcome == "user_error"
+            if principal.signed is not None and not refused:
+                self._replay.forget(
+                    signature=principal.signed.signature, signed_at=principal.signed.signed_at
+                )
+            raise
 
     def _credentials(self, access_key_id: str) -> sigv4.Credentials | None:
         key = self._keys(access_key_id)

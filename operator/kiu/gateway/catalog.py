@@ -163,11 +163,19 @@ class Catalog:
         self._keys: dict[str, AccessKey] = {}
         self.replicas = 1
         self.replica_hosts: frozenset[str] | None = None
+        #: The gateway-wide object-storage credentials (an opt-in default), and each
+        #: namespace's own, which win for its models.
         self.s3_credentials: sigv4.Credentials | None = None
+        self.s3_namespace_credentials: dict[str, sigv4.Credentials] = {}
         self.synced = False
         meters.watch(models=self._gauges, replicas=lambda: self.replicas)
 
     # --- reads (the data plane) ------------------------------------------------------
+
+    def s3_credentials_for(self, namespace: str) -> sigv4.Credentials | None:
+        """What reads objects for the models of ``namespace``: its own credentials, else
+        the gateway-wide ones if any were configured."""
+        return self.s3_namespace_credentials.get(namespace, self.s3_credentials)
 
     def get(self, namespace: str, name: str) -> Entry | None:
         return self._entries.get((namespace, name))

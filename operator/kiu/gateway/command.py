@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from kiu import logs, options
 from kiu.gateway import (
@@ -15,6 +17,7 @@ from kiu.gateway import (
     catalog,
     dataplane,
     directory,
+    grants,
     hold,
     metrics,
     objects,
@@ -22,6 +25,7 @@ from kiu.gateway import (
     routing,
     server,
     sigv4,
+    tls,
     upstream,
 )
 
@@ -117,12 +121,35 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept unsigned requests (never in production)",
     )
+    secure = p.add_argument_group("TLS (HTTPS for callers)")
+    secure.add_argument(
+        "--tls-cert", type=Path, help="certificate chain (PEM), e.g. tls.crt of a TLS Secret"
+    )
+    secure.add_argument("--tls-key", type=Path, help="its private key (PEM), e.g. tls.key")
+    secure.add_argument(
+        "--tls-reload-seconds",
+        type=float,
+        default=tls.DEFAULT_RELOAD_SECONDS,
+        help="how often to check the files for a renewed certificate (default 30)",
+    )
     s3 = p.add_argument_group("object storage (Image.S3Object)")
     s3.add_argument("--s3-endpoint", help="S3-compatible endpoint URL")
     s3.add_argument("--s3-region", default="us-east-1", help="signing region (default us-east-1)")
     s3.add_argument(
         "--s3-secret",
         help="Secret (in the gateway's namespace) with accessKeyId and secretAccessKey",
+    )
+    s3.add_argument(
+        "--s3-namespace-secret",
+        metavar="NAME",
+        help="Secret of this name in a model's namespace: that namespace's own S3 credentials",
+    )
+    s3.add_argument(
+        "--s3-allow",
+        action="append",
+        default=[],
+        metavar="NAMESPACE=BUCKET[/PREFIX]",
+        help="objects the models of NAMESPACE may be given (repeatable; none by default)",
     )
     t = p.add_argument_group("limits")
     t.add_argument(
@@ -218,7 +245,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = options.parse(parser(), argv)
+    arguments = parser()
+    settings = options.parse(arguments, argv)
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        arguments.error("--tls-cert and --tls-key go together")
     logs.configure(level=settings.log_level, format=settings.log_format)
     try:
         return asyncio.run(_serve(settings))
@@ -283,6 +313,7 @@ async def build(
             credentials_namespace=options.credentials_namespace or options.gateway_namespace,
             access_key_secrets=None if options.discover_access_keys else options.access_key_secrets,
             s3_secret=options.s3_secret,
+            s3_namespace_secret=options.s3_namespace_secret,
         )
         source, activate = watched, activate or watched.activate
         tokens = tokens or connection.tokens()
@@ -307,8 +338,9 @@ async def build(
     if options.s3_endpoint:
         store = objects.ObjectStore(
             endpoint=options.s3_endpoint,
-            credentials=lambda: table.s3_credentials,
+            credentials=table.s3_credentials_for,
             region=options.s3_region,
+            allowed=grants.Grants.parse(options.s3_allow),
         )
     authenticator = auth.Authenticator(
         keys=table.access_key,
@@ -330,6 +362,18 @@ async def build(
         ),
         deadline=options.request_deadline,
     )
+    context = None
+    if options.tls_cert is not None:
+        certificate = tls.Certificate(options.tls_cert, options.tls_key)
+        context = certificate.context
+        following = asyncio.create_task(certificate.follow(options.tls_reload_seconds))
+
+        async def stop_following() -> None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+
+        closing.append(stop_following)
     exchange = None
     if options.exchange_period > 0:
         exchange = peers.Peers(
@@ -351,6 +395,7 @@ async def build(
         shutdown_delay=options.shutdown_delay,
         shutdown_timeout=options.shutdown_timeout,
         access_log=options.access_log,
+        tls=context,
     )
     gateway = server.Gateway(
         plane=plane,

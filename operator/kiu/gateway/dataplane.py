@@ -209,7 +209,7 @@ class Dataplane:
                 images.inspect(data, max_bytes=images.MAX_BYTES)
             else:
                 assert params.location is not None
-                data = await self._fetch(params.location, deadline=deadline)
+                data = await self._fetch(params.location, target.namespace, deadline=deadline)
                 images.inspect(data, max_bytes=images.MAX_S3_BYTES)
             spec = entry.spec
             prediction, retries = await entry.pool.infer(
@@ -221,10 +221,10 @@ class Dataplane:
             account.outcome = "success"
             return labels
 
-    async def _fetch(self, location: objects.Location, *, deadline: float) -> bytes:
+    async def _fetch(self, location: objects.Location, namespace: str, *, deadline: float) -> bytes:
         if self._objects is None:
             raise errors.InvalidS3Object("This gateway is not configured with object storage.")
-        return await self._objects.get(location, deadline=deadline)
+        return await self._objects.get(location, namespace=namespace, deadline=deadline)
 
     # --- StartProjectVersion / StopProjectVersion ------------------------------------
 
@@ -232,51 +232,51 @@ class Dataplane:
         """Declare the model Running with its unit range; the status it moves to."""
         with _Account(self._metrics.unattributed, "StartProjectVersion", self._clock) as account:
             principal = await self._authenticate(request.presented, once=True)
-            target = request.target()
-            await self._authorize(principal, target, verb="start")
-            entry = self._resolve(target)
-            account.meters = entry.meters
-            min_units, max_units = request.units()
-            if max(min_units, max_units or 0) > projectversion.MAX_INFERENCE_UNITS:
-                raise errors.LimitExceeded(
-                    f"At most {projectversion.MAX_INFERENCE_UNITS} inference units per model."
+            with self._auth.failed(principal):
+                target = request.target()
+                await self._authorize(principal, target, verb="start")
+                entry = self._resolve(target)
+                account.meters = entry.meters
+                min_units, max_units = request.units()
+                if max(min_units, max_units or 0) > projectversion.MAX_INFERENCE_UNITS:
+                    raise errors.LimitExceeded(
+                        f"At most {projectversion.MAX_INFERENCE_UNITS} inference units per model."
+                    )
+                if max_units is not None and max_units < min_units:
+                    raise errors.InvalidParameter(
+                        "MaxInferenceUnits must be greater than or equal to MinInferenceUnits."
+                    )
+                spec = entry.spec
+                if spec.status == "STOPPING" or (
+                    spec.state == "Running" and spec.status in ("STARTING", "RUNNING")
+                ):
+                    raise errors.ResourceInUse(f"ProjectVersion {target.name} is {spec.status}.")
+                await self._source.set_state(
+                    namespace=target.namespace,
+                    name=target.name,
+                    state="Running",
+                    min_units=min_units,
+                    max_units=max_units,
                 )
-            if max_units is not None and max_units < min_units:
-                raise errors.InvalidParameter(
-                    "MaxInferenceUnits must be greater than or equal to MinInferenceUnits."
-                )
-            spec = entry.spec
-            if spec.status == "STOPPING" or (
-                spec.state == "Running" and spec.status in ("STARTING", "RUNNING")
-            ):
-                raise errors.ResourceInUse(f"ProjectVersion {target.name} is {spec.status}.")
-            await self._source.set_state(
-                namespace=target.namespace,
-                name=target.name,
-                state="Running",
-                min_units=min_units,
-                max_units=max_units,
-            )
-            self._auth.carried_out(principal)
-            account.outcome = "success"
-            return "STARTING"
+                account.outcome = "success"
+                return "STARTING"
 
     async def stop(self, request: StopRequest) -> str:
         """Declare the model Stopped; the status it moves to."""
         with _Account(self._metrics.unattributed, "StopProjectVersion", self._clock) as account:
             principal = await self._authenticate(request.presented, once=True)
-            target = request.target()
-            await self._authorize(principal, target, verb="stop")
-            entry = self._resolve(target)
-            account.meters = entry.meters
-            if entry.spec.state == "Stopped" or entry.spec.status in ("STOPPING", "STOPPED"):
-                raise errors.ResourceInUse(f"ProjectVersion {target.name} is not running.")
-            await self._source.set_state(
-                namespace=target.namespace, name=target.name, state="Stopped"
-            )
-            self._auth.carried_out(principal)
-            account.outcome = "success"
-            return "STOPPING"
+            with self._auth.failed(principal):
+                target = request.target()
+                await self._authorize(principal, target, verb="stop")
+                entry = self._resolve(target)
+                account.meters = entry.meters
+                if entry.spec.state == "Stopped" or entry.spec.status in ("STOPPING", "STOPPED"):
+                    raise errors.ResourceInUse(f"ProjectVersion {target.name} is not running.")
+                await self._source.set_state(
+                    namespace=target.namespace, name=target.name, state="Stopped"
+                )
+                account.outcome = "success"
+                return "STOPPING"
 
     # --- DescribeProjectVersions -----------------------------------------------------
 

@@ -93,6 +93,7 @@ class _File(_Strict):
     replicas: Annotated[int, Field(ge=1)] = 1
     access_keys: Annotated[list[_Key], Field(alias="accessKeys")] = []
     object_store: Annotated[_ObjectStore | None, Field(alias="objectStore")] = None
+    object_stores: Annotated[dict[str, _ObjectStore], Field(alias="objectStores")] = {}
     project_versions: Annotated[list[_Version], Field(alias="projectVersions")] = []
 
 
@@ -177,6 +178,10 @@ class Directory:
         self._catalog.s3_credentials = (
             sigv4.Credentials(store.access_key_id, store.secret_access_key) if store else None
         )
+        self._catalog.s3_namespace_credentials = {
+            namespace: sigv4.Credentials(s.access_key_id, s.secret_access_key)
+            for namespace, s in content.object_stores.items()
+        }
         self._catalog.replace(self._spec(v) for v in content.project_versions)
 
     def _spec(self, version: _Version) -> catalog.ModelSpec:

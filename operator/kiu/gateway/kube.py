@@ -75,6 +75,7 @@ class Connection:
         credentials_namespace: str,
         access_key_secrets: list[str] | None = None,
         s3_secret: str | None,
+        s3_namespace_secret: str | None = None,
     ) -> Source:
         return Source(
             self._api,
@@ -84,6 +85,7 @@ class Connection:
             credentials_namespace=credentials_namespace,
             access_key_secrets=access_key_secrets,
             s3_secret=s3_secret,
+            s3_namespace_secret=s3_namespace_secret,
         )
 
     def tokens(self) -> Tokens:
@@ -148,6 +150,7 @@ class Source:
         credentials_namespace: str,
         access_key_secrets: list[str] | None = None,
         s3_secret: str | None,
+        s3_namespace_secret: str | None = None,
     ) -> None:
         self._api = api
         self._namespaces: list[str | None] = list(namespaces) if namespaces else [None]
@@ -156,6 +159,8 @@ class Source:
         self._credentials_namespace = credentials_namespace
         self._access_key_secrets = access_key_secrets
         self._s3_secret = s3_secret
+        self._s3_namespace_secret = s3_namespace_secret
+        self._stores: dict[str, sigv4.Credentials] = {}
         self._catalog: catalog.Catalog | None = None
         self._versions: dict[tuple[str, str], projectversion.ProjectVersion] = {}
         # (namespace, Service) -> the version it serves, and -> its slices by name
@@ -210,6 +215,21 @@ class Source:
                 api, secrets, field_selector=f"metadata.name={self._s3_secret}"
             )
             watches.append(("object-store-secret", store, self._on_store_secret))
+        if self._s3_namespace_secret:
+            for namespace in self._namespaces:
+                secrets = discovery.collection(
+                    group="", version="v1", plural="secrets", namespace=namespace
+                )
+                own = discovery.reflect(
+                    api, secrets, field_selector=f"metadata.name={self._s3_namespace_secret}"
+                )
+                watches.append(
+                    (
+                        f"object-store-secrets/{namespace or '*'}",
+                        own,
+                        functools.partial(self._on_namespace_store, namespace),
+                    )
+                )
         self._pending = {name for name, _, _ in watches}
         async with asyncio.TaskGroup() as group:
             for name, stream, handler in watches:
@@ -392,6 +412,32 @@ class Source:
         self._catalog.s3_credentials = (
             sigv4.Credentials(key.access_key_id, key.secret_access_key) if key else None
         )
+
+    def _on_namespace_store(
+        self, scope: str | None, event: discovery.Listed | discovery.Changed
+    ) -> None:
+        """Keep each namespace's own object-storage credentials (watch of ``scope``)."""
+        if isinstance(event, discovery.Listed):
+            self._stores = {
+                n: c for n, c in self._stores.items() if scope is not None and n != scope
+            }
+            bodies = event.items
+        elif event.type == "DELETED":
+            self._stores.pop(_key(event.object)[0], None)
+            bodies = []
+        else:
+            bodies = [event.object]
+        for body in bodies:
+            namespace = _key(body)[0]
+            key = credentials.object_store_key(body)
+            if key is None:
+                self._stores.pop(namespace, None)
+            else:
+                self._stores[namespace] = sigv4.Credentials(
+                    key.access_key_id, key.secret_access_key
+                )
+        if self._catalog is not None:
+            self._catalog.s3_namespace_credentials = dict(self._stores)
 
     def _publish(self, key: tuple[str, str]) -> None:
         if self._catalog is None:

@@ -2,8 +2,11 @@
 
 Path-style requests (``<endpoint>/<bucket>/<key>[?versionId=]``) signed with
 :mod:`kiu.gateway.sigv4` (service ``s3``), over one pooled aiohttp session. The
-credentials come from the catalog (a Kubernetes Secret, or the directory file)
-and are read at every call, so a rotated Secret applies at once.
+credentials come from the catalog (the model's namespace's own Secret, else the
+gateway-wide one if configured; or the directory file) and are read at every
+call, so a rotated Secret applies at once. A location
+outside the grants of the model's namespace (:mod:`grants`) is refused before
+any request is made.
 
 A missing object, a refused read or an unreachable store is the reference's
 InvalidS3ObjectException; an object over the limit (15 MB) is
@@ -24,7 +27,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import yarl
 
-from kiu.gateway import errors, images, sigv4
+from kiu.gateway import errors, grants, images, sigv4
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,9 @@ class ObjectStore:
         self,
         *,
         endpoint: str,
-        credentials: Callable[[], sigv4.Credentials | None],
+        credentials: Callable[[str], sigv4.Credentials | None],
         region: str = "us-east-1",
+        allowed: grants.Grants | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         parts = urlsplit(endpoint)
@@ -58,6 +62,7 @@ class ObjectStore:
         self._prefix = parts.path.rstrip("/")
         self._credentials = credentials
         self._region = region
+        self._grants = allowed or grants.Grants()
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
 
@@ -67,16 +72,24 @@ class ObjectStore:
             self._session = None
 
     async def get(
-        self, location: Location, *, deadline: float, max_bytes: int = images.MAX_S3_BYTES
+        self,
+        location: Location,
+        *,
+        namespace: str,
+        deadline: float,
+        max_bytes: int = images.MAX_S3_BYTES,
     ) -> bytes:
-        """The object's bytes; ``deadline`` is in event-loop time."""
+        """The object's bytes, for a model of ``namespace``; ``deadline`` is in event-loop time."""
         if _BUCKET.fullmatch(location.bucket) is None:
             raise errors.InvalidParameter("Image.S3Object.Bucket is not a valid bucket name.")
         if not 1 <= len(location.name) <= 1024:
             raise errors.InvalidParameter("Image.S3Object.Name must be 1 to 1024 characters.")
-        credentials = self._credentials()
+        self._grants.check(namespace=namespace, bucket=location.bucket, name=location.name)
+        credentials = self._credentials(namespace)
         if credentials is None:
-            raise errors.InvalidS3Object("The gateway has no credentials for object storage.")
+            raise errors.InvalidS3Object(
+                f"The gateway has no object-storage credentials for namespace {namespace}."
+            )
         path = f"{self._prefix}/{location.bucket}/{quote(location.name, safe='/~')}"
         query = f"versionId={quote(location.version, safe='-_.~')}" if location.version else ""
         headers = sigv4.sign(

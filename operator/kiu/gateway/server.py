@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import uuid
 from dataclasses import dataclass
 
@@ -69,6 +70,8 @@ class Settings:
     shutdown_delay: float = 0.0
     shutdown_timeout: float = 30.0
     access_log: bool = False
+    #: Serve HTTPS with this context (:mod:`tls`); None serves plain HTTP.
+    tls: ssl.SSLContext | None = None
 
 
 class Gateway:
@@ -153,6 +156,7 @@ class Gateway:
             settings.host,
             settings.port,
             reuse_address=True,
+            ssl=settings.tls,
         )
         self.port = self._listener.sockets[0].getsockname()[1]
         log.info(

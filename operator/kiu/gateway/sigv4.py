@@ -292,14 +292,6 @@ class ReplayGuard:
     def __len__(self) -> int:
         return self._size
 
-    def seen(self, *, signature: str, signed_at: float) -> bool:
-        """Whether the signature was used (or is older than what is remembered)."""
-        second = int(signed_at)
-        if second < self._floor:
-            return True
-        bucket = self._buckets.get(second)
-        return bucket is not None and int(signature[:16], 16) in bucket
-
     def admit(self, *, signature: str, signed_at: float, now: float) -> bool:
         """Record a signature; False if it was seen before or is older than the floor."""
         second = int(signed_at)
@@ -317,6 +309,14 @@ class ReplayGuard:
         if self._size > self._capacity:
             self._drop_oldest()
         return True
+
+    def forget(self, *, signature: str, signed_at: float) -> None:
+        """Release a signature admitted for a request that then failed, so it may be retried."""
+        bucket = self._buckets.get(int(signed_at))
+        token = int(signature[:16], 16)
+        if bucket is not None and token in bucket:
+            bucket.discard(token)
+            self._size -= 1
 
     def _expire(self, now: float) -> None:
         horizon = int(now - self._window) - 1
