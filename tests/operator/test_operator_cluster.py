@@ -236,13 +236,14 @@ class FakeGateway:
                                 "python3",
                                 "-m",
                                 "http.server",
-                                "8080",
+                                "9090",
                                 "--directory",
                                 str(directory),
                             ],
-                            "ports": [{"name": "http", "containerPort": 8080}],
+                            # /metrics on the gateway's internal port, as the real one.
+                            "ports": [{"name": "internal", "containerPort": 9090}],
                             "readinessProbe": {
-                                "httpGet": {"path": "/metrics", "port": 8080},
+                                "httpGet": {"path": "/metrics", "port": 9090},
                                 "periodSeconds": 1,
                             },
                         }
