@@ -37,6 +37,12 @@ def wait_until(
         if check():
             return
         time.sleep(0.1)
+    if process is not None:
+        # A process that never became ready is stopped here: nothing else holds it.
+        process.stop()
+        raise AssertionError(
+            f"timed out after {timeout:.0f}s waiting for {what}:\n{process.output()}"
+        )
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
