@@ -63,6 +63,17 @@ def test_images_and_resources_default_per_runtime() -> None:
     assert container["resources"] == {"limits": {"cpu": 2}}
 
 
+def test_cpu_units_log_in_the_operators_format() -> None:
+    """One log pipeline parses the operator's and the cpu units' lines alike."""
+    json_units = templates.pod_template(pv=_pv(), config=Config(unit_log_format="json"))
+    assert "--log-format=json" in _container(json_units)["args"]
+    triton = _pv(inferenceUnit={"runtime": "triton"})
+    args = _container(templates.pod_template(pv=triton, config=Config(unit_log_format="json")))[
+        "args"
+    ]
+    assert not any(arg.startswith("--log-format") for arg in args)
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [

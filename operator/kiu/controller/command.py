@@ -109,6 +109,7 @@ def _config(args: argparse.Namespace) -> Config:
         cpu_model_repository=args.cpu_model_repository,
         unit_image=args.unit_image,
         triton_image=args.triton_image,
+        unit_log_format=args.log_format,
     )
 
 

@@ -28,3 +28,5 @@ class Config:
     cpu_model_repository: str | None = None
     unit_image: str | None = None
     triton_image: str | None = None
+    unit_log_format: str = "text"
+    """The cpu runtime's log format: the operator passes its own."""

@@ -54,6 +54,7 @@ def pod_template(*, pv: projectversion.ProjectVersion, config: Config) -> dict[s
             image=unit.image or images[unit.runtime] or DEFAULT_IMAGES[unit.runtime],
             resources=resources or DEFAULT_RESOURCES[unit.runtime],
             placement=unit.pod_fields(),
+            log_format=config.unit_log_format,
         )
     except ValueError as exc:
         raise Unsupported(f"spec.inferenceUnit: {exc}") from exc

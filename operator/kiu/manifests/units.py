@@ -115,6 +115,7 @@ def unit_pod_template(
     labels: Mapping[str, str] | None = None,
     resources: Mapping[str, Any] | None = None,
     placement: Mapping[str, Any] | None = None,
+    log_format: str = "text",
 ) -> dict[str, Any]:
     """A PodTemplateSpec (metadata and spec) running one unit that serves `model`.
 
@@ -125,8 +126,9 @@ def unit_pod_template(
     serviceAccountName, runtimeClassName, imagePullSecrets) plus pod `labels`,
     `annotations` and container `env`: kiu's own labels and annotations win, the
     user's env comes after kiu's (a later entry wins, as in a Pod), and the service
-    account token stays unmounted (cloud identities need none). Raises ValueError
-    for what a runtime cannot do.
+    account token stays unmounted (cloud identities need none). `log_format` (text or
+    json) is the cpu runtime's, so its lines match the operator's; Triton has no JSON
+    format. Raises ValueError for what a runtime cannot do.
     """
     extra = dict(placement or {})
     pod_labels = dict(extra.pop("labels", {}))
@@ -150,7 +152,7 @@ def unit_pod_template(
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
         command, args = ["tritonserver"], _triton_args(model=model, path=storage.path)
     else:
-        command, args = ["kiu"], _cpu_args(model=model, path=storage.path)
+        command, args = ["kiu"], _cpu_args(model=model, path=storage.path, log_format=log_format)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
@@ -289,7 +291,7 @@ def _triton_args(*, model: str, path: str) -> list[str]:
     ]
 
 
-def _cpu_args(*, model: str, path: str) -> list[str]:
+def _cpu_args(*, model: str, path: str, log_format: str) -> list[str]:
     return [
         "unit",
         f"--model-repository={path}",
@@ -298,6 +300,7 @@ def _cpu_args(*, model: str, path: str) -> list[str]:
         f"--grpc-port={GRPC_PORT}",
         f"--metrics-port={METRICS_PORT}",
         f"--grace-period={DRAIN_SECONDS}",
+        f"--log-format={log_format}",
     ]
 
 
