@@ -63,7 +63,8 @@ def _stage(name: str, file: str, *functions: str) -> Stage:
 # Innermost matching frame wins, so specific stages come before the frames that wrap them.
 STAGES: tuple[Stage, ...] = (
     _stage("SigV4: body hash", "kiu/gateway/auth.py", "_sha256"),
-    _stage("SigV4: canonical request, signature", "kiu/gateway/sigv4.py"),
+    _stage("SigV4: canonical request, signature", "kiu/gateway/verification.py"),
+    _stage("SigV4: canonical request, signature", "kiu/sigv4.py"),
     _stage("SigV4: canonical request, signature", "hmac.py"),
     _stage("SigV4: canonical request, signature", "kiu/gateway/auth.py", "authenticate"),
     _stage("authorisation", "kiu/gateway/auth.py", "authorize", "_credentials"),

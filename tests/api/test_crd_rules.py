@@ -50,6 +50,13 @@ ACCEPTED = [
     pytest.param(_deep("model.repository", "gs://bucket"), id="gcs"),
     pytest.param(_deep("model.repository", "as://account/container/dir"), id="azure"),
     pytest.param(_deep("model.repository", "s3://minio:9000/bucket/m"), id="s3 endpoint"),
+    pytest.param(
+        _spec(
+            model={"name": "m", "repository": "s3://minio:9000/b/m", "task": "Classification"},
+            inferenceUnit={"runtime": "cpu", "repositorySecretName": "s3-creds"},
+        ),
+        id="s3 on the cpu runtime",
+    ),
     pytest.param(_deep("autoscaling.scaleDownDelaySeconds", 0), id="no scale-down delay"),
     pytest.param(_deep("model.name", "Shapes_v1.2-final"), id="model name"),
     pytest.param(_deep("inferenceUnit", samples.PLACEMENT), id="every placement field"),
@@ -82,6 +89,15 @@ REFUSED = [
         "spec: spec.inferenceUnit.repositorySecretName is only for object-storage"
         " repositories (s3://, gs://, as://)",
         id="secret for a path",
+    ),
+    pytest.param(
+        _spec(
+            model={"name": "m", "repository": "gs://bucket/models", "task": "Classification"},
+            inferenceUnit={"runtime": "cpu"},
+        ),
+        "spec: spec.model.repository gs:// and as:// are read by the triton runtime only:"
+        " spec.inferenceUnit.runtime cpu reads s3://, pvc:// or a path",
+        id="gcs on the cpu runtime",
     ),
     # formats (CEL)
     pytest.param(

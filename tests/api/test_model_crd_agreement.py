@@ -218,11 +218,12 @@ def test_metadata_name_helper_agrees_with_the_crd() -> None:
 @given(
     low=st.integers(min_value=-1, max_value=1001),
     high=st.none() | st.integers(min_value=-1, max_value=1001),
-    repository=st.sampled_from(["s3://b/m", "/opt/m", "pvc://c/m"]),
+    repository=st.sampled_from(["s3://b/m", "gs://b/m", "as://a/c/m", "/opt/m", "pvc://c/m"]),
     secret=st.none() | st.just("creds"),
+    runtime=st.none() | st.sampled_from(["triton", "cpu"]),
 )
 def test_cross_field_rules_and_validators_agree(
-    low: int, high: int | None, repository: str, secret: str | None
+    low: int, high: int | None, repository: str, secret: str | None, runtime: str | None
 ) -> None:
     spec: dict[str, Any] = {
         "minInferenceUnits": low,
@@ -230,8 +231,13 @@ def test_cross_field_rules_and_validators_agree(
     }
     if high is not None:
         spec["maxInferenceUnits"] = high
+    unit: dict[str, Any] = {}
     if secret is not None:
-        spec["inferenceUnit"] = {"repositorySecretName": secret}
+        unit["repositorySecretName"] = secret
+    if runtime is not None:
+        unit["runtime"] = runtime
+    if unit:
+        spec["inferenceUnit"] = unit
     obj = samples.manifest(**spec)
     _, errors = admission.admit(obj)
     problem = _model_problem(obj)

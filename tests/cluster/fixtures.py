@@ -53,6 +53,8 @@ BIN: Path = _config.layout().bin
 AGENT_URL: str = _config.AGENT_CONTROL_URL
 ZONES: tuple[str, ...] = tuple(_config.ZONES)
 ZONE_LABEL = "topology.kubernetes.io/zone"
+#: The host's address on the pods' bridge: where pods reach a server a test runs on the host.
+BRIDGE_IP: str = _config.BRIDGE_IP
 # Cold `up` builds the control plane from source first (see hack/README.md).
 UP_TIMEOUT = float(os.environ.get("KIU_UP_TIMEOUT", "5400"))
 

@@ -511,3 +511,74 @@ def test_init_containers_run_first_and_sidecars_keep_running(
     assert http_get(f"http://{pod.status.pod_ip}:9090/")[0] == 200
     logs = cluster.kubectl("logs", "-n", namespace, pod.metadata.name, "-c", "app").stdout
     assert logs.strip() == "prepared"
+
+
+def test_a_claim_bound_to_a_host_path_volume_is_mounted_read_only(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    (tmp_path / "greeting").write_text("hello from the volume\n")
+    volume = f"{namespace}-data"
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "hostPath": {"path": str(tmp_path), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": "data"},
+            },
+        },
+        namespace,
+    )
+    try:
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data"},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+        script = "cat /data/greeting; touch /data/written || echo refused; sleep 3600"
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "reader"},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "busybox",
+                        "command": ["sh", "-c", script],
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    }
+                ],
+                "volumes": [
+                    {
+                        "name": "data",
+                        "persistentVolumeClaim": {"claimName": "data", "readOnly": True},
+                    }
+                ],
+            },
+        }
+        cluster.apply([claim, pod], namespace)
+        logs = wait_for(
+            lambda: (
+                (
+                    out := cluster.kubectl("logs", "reader", "-n", namespace, check=False).stdout
+                ).endswith("refused\n")
+                and out
+            ),
+            timeout=60,
+            what="the reader to print the file and fail to write",
+        )
+        assert logs.startswith("hello from the volume\n")
+        assert not (tmp_path / "written").exists()
+    finally:
+        cluster.kubectl("delete", "persistentvolume", volume, "--wait=false")

@@ -6,6 +6,7 @@ Every process started here is stopped by the fixture that started it, by pid.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -284,3 +285,76 @@ def gateway(
         yield started
     finally:
         started.process.stop()
+
+
+@dataclass
+class ObjectStore:
+    """A moto server (S3 and IAM) checking every signature, and the key it accepts."""
+
+    endpoint: str  # http://host:port
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+    def s3(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+    def environment(self) -> dict[str, str]:
+        """The AWS_* variables a reader of the store is given."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def upload(self, directory: Path, bucket: str, prefix: str) -> None:
+        """Every file under `directory` to `s3://bucket/prefix/<relative path>`."""
+        s3 = self.s3()
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(directory)}")
+
+
+@contextlib.contextmanager
+def object_store(logs: Path, *, host: str = HOST) -> Iterator[ObjectStore]:
+    """Start moto on `host`; its first three calls make an IAM user allowed everything, and
+    from then on it checks every signature, so only that user's key reads it."""
+    import boto3
+
+    port = free_port(host)
+    server = Process(
+        f"moto-{port}",
+        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+        logs / f"moto-{port}.log",
+        env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+    ).start()
+    endpoint = f"http://{host}:{port}"
+    try:
+        wait_until(
+            lambda: http_ok(f"{endpoint}/moto-api/"), timeout=60, what="moto", process=server
+        )
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+        iam.create_user(UserName="reader")
+        everything = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+        }
+        iam.put_user_policy(
+            UserName="reader", PolicyName="all", PolicyDocument=json.dumps(everything)
+        )
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        yield ObjectStore(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        server.stop()

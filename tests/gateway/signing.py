@@ -12,7 +12,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from kiu.gateway import auth, sigv4
+from kiu.gateway import auth, verification
 
 ACCESS_KEY = "AKIDKIUEXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -58,9 +58,9 @@ def presented(url: str, body: bytes, headers: Mapping[str, str]) -> auth.Present
     )
 
 
-def signed_request(url: str, body: bytes, headers: Mapping[str, str]) -> sigv4.SignedRequest:
+def signed_request(url: str, body: bytes, headers: Mapping[str, str]) -> verification.SignedRequest:
     shown = presented(url, body, headers)
-    return sigv4.SignedRequest(
+    return verification.SignedRequest(
         method=shown.method,
         path=shown.path,
         query=shown.query,

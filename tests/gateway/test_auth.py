@@ -21,7 +21,8 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image, PngImagePlugin
 
-from kiu.gateway import auth, catalog, errors, sigv4
+from kiu import sigv4
+from kiu.gateway import auth, catalog, errors
 
 from . import processes
 from .clients import Reviewer, alive, detect_body, post, serve, signed, target

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kiu import sigv4
 from kiu.gateway import auth, awsjson, catalog, dataplane, errors, metrics, routing, upstream
 
 from .conftest import arn, png
@@ -50,7 +51,7 @@ def plane(
             )
         )
     key = catalog.AccessKey(
-        credentials=auth.sigv4.Credentials(ACCESS_KEY, SECRET_KEY), namespaces=frozenset({"*"})
+        credentials=sigv4.Credentials(ACCESS_KEY, SECRET_KEY), namespaces=frozenset({"*"})
     )
     table.set_access_keys([key])
     authenticator = auth.Authenticator(keys=table.access_key)

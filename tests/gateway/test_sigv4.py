@@ -16,7 +16,8 @@ from botocore.utils import normalize_url_path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kiu.gateway import errors, sigv4
+from kiu import sigv4
+from kiu.gateway import errors, verification
 
 from .signing import ACCESS_KEY, SECRET_KEY, sign, signed_request
 
@@ -29,8 +30,10 @@ BODY = b'{"ProjectVersionArn":"arn:kiu:rekognition:retail:000000000000:project/p
 KEYS = {ACCESS_KEY: sigv4.Credentials(ACCESS_KEY, SECRET_KEY)}
 
 
-def verify(url: str, body: bytes, headers: dict[str, str], **options: object) -> sigv4.Verified:
-    return sigv4.verify(
+def verify(
+    url: str, body: bytes, headers: dict[str, str], **options: object
+) -> verification.Verified:
+    return verification.verify(
         signed_request(url, body, headers),
         lookup=KEYS.get,
         now=options.pop("now", time.time()),  # type: ignore[arg-type]
@@ -116,7 +119,7 @@ def test_service_must_be_rekognition() -> None:
 
 
 def test_replay_guard_remembers_signatures_until_forgotten() -> None:
-    guard = sigv4.ReplayGuard()
+    guard = verification.ReplayGuard()
     assert guard.admit(signature="ab" * 32, signed_at=100.0, now=100.0)
     assert not guard.admit(signature="ab" * 32, signed_at=100.0, now=100.0)
     assert guard.admit(signature="cd" * 32, signed_at=100.0, now=100.0)
@@ -126,7 +129,7 @@ def test_replay_guard_remembers_signatures_until_forgotten() -> None:
 
 
 def test_replay_guard_memory_is_bounded_and_never_readmits() -> None:
-    guard = sigv4.ReplayGuard(window=300, capacity=100)
+    guard = verification.ReplayGuard(window=300, capacity=100)
     now = 1_000_000.0
     accepted = []
     for i in range(1000):
@@ -141,7 +144,7 @@ def test_replay_guard_memory_is_bounded_and_never_readmits() -> None:
 
 
 def test_replay_guard_expires_old_seconds() -> None:
-    guard = sigv4.ReplayGuard(window=10)
+    guard = verification.ReplayGuard(window=10)
     guard.admit(signature="a" * 64, signed_at=100.0, now=100.0)
     guard.admit(signature="b" * 64, signed_at=200.0, now=200.0)
     assert len(guard) == 1

@@ -87,6 +87,14 @@ CASES: dict[str, dict[str, Any]] = {
         "image": KIU_IMAGE,
         "resources": {"requests": {"cpu": "1", "memory": "512Mi"}},
     },
+    "cpu-s3": {
+        "runtime": "cpu",
+        "model": "shoes",
+        "repository": units.repository_source(
+            "s3://minio.storage:9000/models/retail", credentials_secret="s3-creds"
+        ),
+        "image": KIU_IMAGE,
+    },
 }
 
 
@@ -192,14 +200,25 @@ def test_unknown_repository_sources_are_refused(uri: str) -> None:
         units.repository_source(uri)
 
 
-def test_the_cpu_runtime_refuses_what_it_cannot_do() -> None:
-    with pytest.raises(ValueError, match="object storage needs the triton runtime"):
+def test_the_cpu_runtime_copies_an_s3_model_into_the_cache_triton_uses() -> None:
+    (container,) = units.unit_pod_template(**CASES["cpu-s3"])["spec"]["containers"]
+    assert container["command"] == ["kiu"]
+    assert "--model-repository=s3://minio.storage:9000/models/retail" in container["args"]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert {"name": "TRITON_AWS_MOUNT_DIRECTORY", "value": "/var/cache/kiu/models"} in container[
+        "env"
+    ]
+
+
+@pytest.mark.parametrize("uri", ["gs://b/m", "as://account/container/m"])
+def test_the_cpu_runtime_refuses_what_only_triton_reads(uri: str) -> None:
+    with pytest.raises(ValueError, match="gs:// and as:// need the triton runtime"):
         units.unit_pod_template(
-            runtime="cpu",
-            model="m",
-            repository=units.ObjectStorage("s3://b/m"),
-            image=KIU_IMAGE,
+            runtime="cpu", model="m", repository=units.ObjectStorage(uri), image=KIU_IMAGE
         )
+
+
+def test_the_cpu_runtime_refuses_a_gpu() -> None:
     with pytest.raises(ValueError, match="the cpu runtime uses no GPU"):
         units.unit_pod_template(
             runtime="cpu",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -59,13 +60,22 @@ def _free_ports(count: int) -> list[int]:
     return [free_port() for _ in range(count)]
 
 
-def start_unit(model: str, log: Path, *, grace_period: float = 10) -> Unit:
+def start_unit(
+    model: str,
+    log: Path,
+    *,
+    grace_period: float = 10,
+    repository: str = str(REPOSITORY),
+    env: dict[str, str] | None = None,
+) -> Unit:
+    """A unit serving `model` of `repository` (a directory or s3://), ready; `env` adds to
+    the environment."""
     http, grpc, metrics = _free_ports(3)
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "kiu", "unit",
-                "--model-repository", str(REPOSITORY),
+                "--model-repository", repository,
                 "--model", model,
                 "--host", "127.0.0.1",
                 "--http-port", str(http),
@@ -75,6 +85,7 @@ def start_unit(model: str, log: Path, *, grace_period: float = 10) -> Unit:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
     unit = Unit(
         model, process, log, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", f"127.0.0.1:{metrics}"

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from kiu.gateway import sigv4
+from kiu import sigv4
 
 endpoint = os.environ["KIU_TEST_ENDPOINT"].rstrip("/")
 project_arn = os.environ["KIU_TEST_PROJECT_ARN"]

@@ -31,24 +31,32 @@ class Materialised:
 
 
 class Resolver:
-    """Reads ConfigMaps and Secrets once per pod start (cached per call)."""
+    """Reads ConfigMaps, Secrets and volume claims once per pod start (cached per call)."""
 
     def __init__(self, kube: Kube, namespace: str) -> None:
         self.kube = kube
         self.namespace = namespace
         self._cache: dict[tuple[str, str], Obj | None] = {}
 
-    async def _get(self, kind: str, name: str) -> Obj | None:
+    async def _get(self, kind: str, name: str, *, namespaced: bool = True) -> Obj | None:
         key = (kind, name)
         if key not in self._cache:
-            path = f"/api/v1/namespaces/{self.namespace}/{kind}/{name}"
+            scope = f"/namespaces/{self.namespace}" if namespaced else ""
             try:
-                self._cache[key] = await self.kube.get(path)
+                self._cache[key] = await self.kube.get(f"/api/v1{scope}/{kind}/{name}")
             except ApiError as e:
                 if e.status != 404:
                     raise
                 self._cache[key] = None
         return self._cache[key]
+
+    async def claim(self, name: str) -> Obj | None:
+        """A PersistentVolumeClaim of the pod's namespace, None if there is none."""
+        return await self._get("persistentvolumeclaims", name)
+
+    async def volume(self, name: str) -> Obj | None:
+        """A PersistentVolume, None if there is none."""
+        return await self._get("persistentvolumes", name, namespaced=False)
 
     async def configmap(self, name: str, optional: bool) -> dict[str, bytes] | None:
         obj = await self._get("configmaps", name)
@@ -174,6 +182,12 @@ async def materialise(
         if "hostPath" in vol:
             out.paths[name] = _host_path(vol["hostPath"])
             continue
+        if "persistentVolumeClaim" in vol:
+            claim = vol["persistentVolumeClaim"]
+            out.paths[name] = await _claimed_path(resolver, claim["claimName"])
+            if claim.get("readOnly"):
+                out.read_only.add(name)
+            continue
         if base.exists():
             shutil.rmtree(base)
         base.mkdir(parents=True)
@@ -222,13 +236,57 @@ async def materialise(
                 elif "clusterTrustBundle" in source:
                     _write(base, source["clusterTrustBundle"]["path"], ca_pem, mode)
             out.read_only.add(name)
-        elif "persistentVolumeClaim" in vol or "ephemeral" in vol:
+        elif "ephemeral" in vol:
             # No storage provisioner: a per-pod directory stands in.
             continue
         else:
             kinds = sorted(k for k in vol if k != "name")
             raise VolumeError(f"volume {name!r}: unsupported type {kinds}")
     return out
+
+
+async def _claimed_path(resolver: Resolver, claim: str) -> Path:
+    """The directory of the PersistentVolume a claim is bound to, as a kubelet mounts a
+    statically provisioned volume: the PV's hostPath or local path."""
+    pvc = await resolver.claim(claim)
+    if pvc is None:
+        raise VolumeError(f'persistentvolumeclaim "{claim}" not found')
+    phase = (pvc.get("status") or {}).get("phase")
+    volume = (pvc.get("spec") or {}).get("volumeName")
+    if phase != "Bound" or not volume:
+        raise VolumeError(f'persistentvolumeclaim "{claim}" is not bound (phase {phase})')
+    pv = await resolver.volume(volume)
+    if pv is None:
+        raise VolumeError(f'persistentvolume "{volume}" of claim "{claim}" not found')
+    return _volume_path(volume, pv.get("spec") or {})
+
+
+def _volume_path(volume: str, spec: Obj) -> Path:
+    if "hostPath" in spec:
+        return _host_path(spec["hostPath"])
+    if "local" in spec:
+        path = Path(spec["local"]["path"])
+        if not path.is_dir():
+            raise VolumeError(f'persistentvolume "{volume}": local path {path} does not exist')
+        return path
+    kinds = sorted(k for k in spec if k not in _PV_FIELDS)
+    raise VolumeError(f'persistentvolume "{volume}": unsupported source {kinds}')
+
+
+#: PersistentVolume spec fields that are not a volume source.
+_PV_FIELDS = frozenset(
+    {
+        "accessModes",
+        "capacity",
+        "claimRef",
+        "mountOptions",
+        "nodeAffinity",
+        "persistentVolumeReclaimPolicy",
+        "storageClassName",
+        "volumeAttributesClassName",
+        "volumeMode",
+    }
+)
 
 
 def _host_path(spec: Obj) -> Path:

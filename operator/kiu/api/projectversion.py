@@ -56,6 +56,7 @@ Phase = Literal["STARTING", "RUNNING", "STOPPING", "STOPPED", "FAILED"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 _OBJECT_STORAGE: Final = r"^(s3|gs|as)://"
+_TRITON_ONLY_STORAGE: Final = r"^(gs|as)://"
 _REPOSITORY: Final = r"^((s3|gs|as)://\S+|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/\S*)?|/\S*)$"
 _MODEL_NAME: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _NO_WHITESPACE: Final = r"^\S+$"
@@ -231,6 +232,13 @@ class Spec(Frozen):
             raise rule_error(
                 "spec.inferenceUnit.repositorySecretName is only for object-storage"
                 " repositories (s3://, gs://, as://)"
+            )
+        if self.inference_unit.runtime == "cpu" and re.match(
+            _TRITON_ONLY_STORAGE, self.model.repository
+        ):
+            raise rule_error(
+                "spec.model.repository gs:// and as:// are read by the triton runtime only:"
+                " spec.inferenceUnit.runtime cpu reads s3://, pvc:// or a path"
             )
         return self
 

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
-from kiu.gateway import catalog, errors, sigv4
+from kiu import sigv4
+from kiu.gateway import catalog, errors, verification
 
 #: Bodies larger than this are hashed in a worker thread (hashlib releases the GIL).
 _THREAD_HASH_BYTES = 256 * 1024
@@ -52,7 +53,7 @@ class Principal:
     name: str
     key: catalog.AccessKey | None = None
     identity: Identity | None = None
-    signed: sigv4.Verified | None = None
+    signed: verification.Verified | None = None
 
 
 ANONYMOUS = Principal(kind="anonymous", name="system:anonymous")
@@ -92,8 +93,8 @@ class Authenticator:
         keys: Callable[[str], catalog.AccessKey | None],
         tokens: TokenReviewer | None = None,
         allow_anonymous: bool = False,
-        max_skew: float = sigv4.DEFAULT_MAX_SKEW,
-        replay: sigv4.ReplayGuard | None = None,
+        max_skew: float = verification.DEFAULT_MAX_SKEW,
+        replay: verification.ReplayGuard | None = None,
         cache_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -101,7 +102,7 @@ class Authenticator:
         self._tokens = tokens
         self._anonymous = allow_anonymous
         self._max_skew = max_skew
-        self._replay = replay if replay is not None else sigv4.ReplayGuard(window=max_skew)
+        self._replay = replay if replay is not None else verification.ReplayGuard(window=max_skew)
         self._ttl = cache_seconds
         self._clock = clock
         self._reviews: dict[bytes, tuple[float, Identity | None]] = {}
@@ -138,14 +139,14 @@ class Authenticator:
             digest = await asyncio.to_thread(_sha256, body)
         else:
             digest = _sha256(body)
-        signed = sigv4.SignedRequest(
+        signed = verification.SignedRequest(
             method=presented.method,
             path=presented.path,
             query=presented.query,
             headers=presented.headers,
             payload_sha256=digest,
         )
-        verified = sigv4.verify(
+        verified = verification.verify(
             signed, lookup=self._credentials, now=self._clock(), max_skew=self._max_skew
         )
         if once and not self._replay.admit(

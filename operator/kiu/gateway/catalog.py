@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from kiu.gateway import metrics, routing, sigv4, upstream
+from kiu import sigv4
+from kiu.gateway import metrics, routing, upstream
 from kiu.policy import budget
 
 State = Literal["Running", "Stopped"]

@@ -24,9 +24,9 @@ from kiu.gateway import (
     peers,
     routing,
     server,
-    sigv4,
     tls,
     upstream,
+    verification,
 )
 
 log = logging.getLogger("kiu.gateway")
@@ -221,7 +221,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--max-skew",
         type=float,
-        default=sigv4.DEFAULT_MAX_SKEW,
+        default=verification.DEFAULT_MAX_SKEW,
         help="accepted clock difference of signed requests, seconds (default 300)",
     )
     g = p.add_argument_group("shutdown")

@@ -41,9 +41,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kiu import sigv4
 from kiu.api import arn as arns
 from kiu.api.errors import ParseError
-from kiu.gateway import catalog, errors, sigv4, upstream
+from kiu.gateway import catalog, errors, upstream
 
 log = logging.getLogger(__name__)
 

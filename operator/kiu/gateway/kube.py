@@ -29,9 +29,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from kiu import sigv4
 from kiu.api import projectversion
 from kiu.api.errors import ParseError
-from kiu.gateway import auth, catalog, errors, sigv4, upstream
+from kiu.gateway import auth, catalog, errors, upstream
 from kiu.k8s import client, credentials, discovery, projectversions
 from kiu.k8s import errors as k8s_errors
 from kiu.manifests import workload

@@ -1,7 +1,7 @@
 """Images named by ``Image.S3Object``: GET from an S3-compatible object store.
 
 Path-style requests (``<endpoint>/<bucket>/<key>[?versionId=]``) signed with
-:mod:`kiu.gateway.sigv4` (service ``s3``), over one pooled aiohttp session. The
+:mod:`kiu.sigv4` (service ``s3``), over one pooled aiohttp session. The
 credentials come from the catalog (the model's namespace's own Secret, else the
 gateway-wide one if configured; or the directory file) and are read at every
 call, so a rotated Secret applies at once. A location
@@ -27,7 +27,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import yarl
 
-from kiu.gateway import errors, grants, images, sigv4
+from kiu import sigv4
+from kiu.gateway import errors, grants, images
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ and clients are the same; only the container command differs:
   Python steps' dependencies, see docker/triton/Dockerfile), loading one model
   in explicit model-control mode from a path, a PVC or object storage.
 - `cpu`: `kiu unit` from the kiu image, for clusters without GPUs or Triton;
-  it reads a local repository (a path, or a PVC).
+  it reads a path, a PVC, or S3 (copying the model into the same cache Triton uses).
 
 Every unit runs as a non-root user on a read-only root filesystem with no
 privilege escalation and no capabilities; what needs writing (/tmp, Triton's
@@ -39,7 +39,8 @@ UNIT_USER = 1000
 DRAIN_SECONDS = 30
 GPU_RESOURCE = "nvidia.com/gpu"
 
-OBJECT_STORAGE_SCHEMES = ("s3://", "gs://", "as://")
+S3_SCHEME = "s3://"
+OBJECT_STORAGE_SCHEMES = (S3_SCHEME, "gs://", "as://")
 PVC_SCHEME = "pvc://"
 
 _READY_PATH = "/v2/health/ready"
@@ -53,7 +54,7 @@ GCS_CREDENTIALS_KEY = "credentials.json"
 
 @dataclass(frozen=True)
 class ObjectStorage:
-    """An s3://, gs:// or as:// repository, read by Triton itself.
+    """An s3://, gs:// or as:// repository, read by Triton itself; the cpu runtime reads s3://.
 
     `credentials_secret` names a Secret in the unit's namespace: for s3:// its
     keys are AWS_* variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -138,10 +139,14 @@ def unit_pod_template(
     gpus = _gpu_count(resources)
     if runtime == "cpu" and gpus:
         raise ValueError("the cpu runtime uses no GPU: drop nvidia.com/gpu or use triton")
-    if runtime == "cpu" and isinstance(repository, ObjectStorage):
+    if (
+        runtime == "cpu"
+        and isinstance(repository, ObjectStorage)
+        and not repository.uri.startswith(S3_SCHEME)
+    ):
         raise ValueError(
-            "the cpu runtime reads a local repository (a path or pvc://); "
-            "object storage needs the triton runtime"
+            f"spec.model.repository {repository.uri!r}: the cpu runtime reads s3://, pvc:// "
+            "or a path; gs:// and as:// need the triton runtime"
         )
     storage = _storage(repository, runtime=runtime)
     volumes = [{"name": "tmp", "emptyDir": {}}, *storage.volumes]
@@ -247,13 +252,14 @@ def _storage(repository: RepositorySource, *, runtime: Runtime) -> _Storage:
 
 def _object_storage(repository: ObjectStorage) -> _Storage:
     """Triton copies a remote repository locally before loading: s3:// into an emptyDir it is
-    told about, gs:// and as:// into a temporary directory under /tmp."""
+    told about (the cpu runtime copies its model there too), gs:// and as:// into a temporary
+    directory under /tmp."""
     secret = repository.credentials_secret
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     env: list[dict[str, Any]] = []
     env_from: list[dict[str, Any]] = []
-    if repository.uri.startswith("s3://"):
+    if repository.uri.startswith(S3_SCHEME):
         volumes.append({"name": "model-cache", "emptyDir": {}})
         mounts.append({"name": "model-cache", "mountPath": _MODEL_CACHE})
         env.append({"name": "TRITON_AWS_MOUNT_DIRECTORY", "value": _MODEL_CACHE})
