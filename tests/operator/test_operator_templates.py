@@ -78,10 +78,6 @@ def test_cpu_units_log_in_the_operators_format() -> None:
     ("spec", "field"),
     [
         (
-            {"model": {"name": "m", "repository": "s3://bucket/models", "task": "Classification"}},
-            "spec.inferenceUnit",
-        ),
-        (
             {"inferenceUnit": {"runtime": "cpu", "resources": {"limits": {"nvidia.com/gpu": 1}}}},
             "spec.inferenceUnit",
         ),
