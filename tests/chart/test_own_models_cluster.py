@@ -21,7 +21,7 @@ import pytest
 from kiu.unit import importer
 from tests.chart import chart
 from tests.chart.chart import Release
-from tests.cluster.fixtures import BRIDGE_IP, REPO, Cluster, wait_for
+from tests.cluster.fixtures import BRIDGE_IP, REPO, Cluster, host_path_claim, wait_for
 from tests.gateway import processes
 from tests.operator.harness import projectversion
 from tests.unit_runtime.own_models import (
@@ -176,41 +176,8 @@ def test_own_models_from_s3_answer_through_the_chart(
 def test_own_models_from_a_volume_claim_answer_through_the_chart(
     release: Release, cluster: Cluster, namespace: str, repository: Path
 ) -> None:
-    volume = f"{namespace}-models"
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadOnlyMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(repository.parent), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "models"},
-            },
-        },
-        namespace,
-    )
-    try:
-        cluster.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "models"},
-                "spec": {
-                    "accessModes": ["ReadOnlyMany"],
-                    "storageClassName": "",
-                    "volumeName": volume,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-            namespace,
-        )
+    with host_path_claim(cluster, namespace, claim="models", path=repository.parent):
         for model in CHOSEN:
             uri = f"pvc://models/{repository.name}"
             cluster.apply(_version(model.name, uri, _task(model)), namespace)
         _answers_equal_the_reference(release, repository)
-    finally:
-        cluster.kubectl("delete", "persistentvolume", volume, "--wait=false")

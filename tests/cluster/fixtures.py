@@ -35,6 +35,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -426,3 +427,45 @@ def namespace(kiu_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[
         yield name
     finally:
         kiu_cluster.delete_namespace(name)
+
+
+@contextmanager
+def host_path_claim(cluster: Cluster, namespace: str, *, claim: str, path: Path) -> Iterator[str]:
+    """A PersistentVolumeClaim `claim` bound to a PersistentVolume over the host directory
+    `path`, as a statically provisioned volume is; yields the volume's name and deletes the
+    (cluster-scoped) volume afterwards, the claim going with the namespace."""
+    volume = f"{namespace}-{claim}"
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadOnlyMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(path), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        },
+        namespace,
+    )
+    try:
+        cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim},
+                "spec": {
+                    "accessModes": ["ReadOnlyMany"],
+                    "storageClassName": "",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+            namespace,
+        )
+        yield volume
+    finally:
+        cluster.kubectl("delete", "persistentvolume", volume, "--wait=false")

@@ -21,7 +21,7 @@ from .conftest import (
     ready_endpoints,
     wait_ready_pods,
 )
-from .fixtures import REPO, ZONES, Cluster, wait_for
+from .fixtures import REPO, ZONES, Cluster, host_path_claim, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -517,34 +517,7 @@ def test_a_claim_bound_to_a_host_path_volume_is_mounted_read_only(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     (tmp_path / "greeting").write_text("hello from the volume\n")
-    volume = f"{namespace}-data"
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadOnlyMany"],
-                "storageClassName": "",
-                "hostPath": {"path": str(tmp_path), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "data"},
-            },
-        },
-        namespace,
-    )
-    try:
-        claim = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data"},
-            "spec": {
-                "accessModes": ["ReadOnlyMany"],
-                "storageClassName": "",
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        }
+    with host_path_claim(cluster, namespace, claim="data", path=tmp_path):
         script = "cat /data/greeting; touch /data/written || echo refused; sleep 3600"
         pod = {
             "apiVersion": "v1",
@@ -567,7 +540,7 @@ def test_a_claim_bound_to_a_host_path_volume_is_mounted_read_only(
                 ],
             },
         }
-        cluster.apply([claim, pod], namespace)
+        cluster.apply(pod, namespace)
         logs = wait_for(
             lambda: (
                 (
@@ -580,5 +553,3 @@ def test_a_claim_bound_to_a_host_path_volume_is_mounted_read_only(
         )
         assert logs.startswith("hello from the volume\n")
         assert not (tmp_path / "written").exists()
-    finally:
-        cluster.kubectl("delete", "persistentvolume", volume, "--wait=false")
