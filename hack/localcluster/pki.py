@@ -22,16 +22,25 @@ class Client:
     org: str | None = None
 
 
+# The API server's identity towards the kubelet API (`kubectl logs`); the only client
+# the agent's kubelet endpoint serves.
+KUBELET_CLIENT = Client(
+    "apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"
+)
+
 CLIENTS = (
     Client("admin", "kiu-admin", "system:masters"),
     Client("controller-manager", "system:kube-controller-manager"),
     Client("scheduler", "system:kube-scheduler"),
     Client("kube-proxy", "system:kube-proxy"),
-    # One identity runs every node; system:masters so it is not confined by the
-    # Node authorizer to a single node name.
-    Client("node-agent", "kiu-node-agent", "system:masters"),
-    Client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
+    KUBELET_CLIENT,
 )
+
+
+def node_client(name: str) -> Client:
+    """The kubelet identity of one node: the Node authorizer and NodeRestriction confine it
+    to that Node, its Lease and the pods bound to it (and what those pods reference)."""
+    return Client(f"node-{name}", f"system:node:{name}", "system:nodes")
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -133,7 +142,8 @@ def ensure(lay: config.Layout) -> None:
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
             f"extendedKeyUsage=serverAuth\nsubjectAltName=IP:{config.BRIDGE_IP},IP:127.0.0.1\n",
         )
-    for client in CLIENTS:
+    nodes = [node_client(name) for name in sorted(config.all_node_names())]
+    for client in (*CLIENTS, *nodes):
         if (pki / f"{client.stem}.crt").exists():
             continue
         subject = f"/CN={client.cn}" + (f"/O={client.org}" if client.org else "")
@@ -178,7 +188,7 @@ current-context: kiu
 def _kubeconfigs(lay: config.Layout) -> None:
     lay.config.mkdir(parents=True, exist_ok=True)
     for client in CLIENTS:
-        if client.stem == "apiserver-kubelet-client":
+        if client is KUBELET_CLIENT:
             continue
         path = lay.kubeconfig if client.stem == "admin" else lay.component_kubeconfig(client.stem)
         text = kubeconfig_text(lay, client.stem, client.cn)

@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .. import config, netutil
+from ..pki import KUBELET_CLIENT, node_client
 from .kube import ApiError, Kube
 from .nodes import Nodes
 from .pods import Pods, PodWorker, Runtime
@@ -32,19 +34,26 @@ SIGNALS = {
 }
 
 
+def _node_kube(pki: Path, node: str) -> Kube:
+    stem = node_client(node).stem
+    return Kube(
+        config.APISERVER_URL,
+        str(pki / "ca.crt"),
+        str(pki / f"{stem}.crt"),
+        str(pki / f"{stem}.key"),
+    )
+
+
 class Agent:
     def __init__(self, lay: config.Layout) -> None:
         self.lay = lay
         pki = lay.pki
-        self.kube = Kube(
-            config.APISERVER_URL,
-            str(pki / "ca.crt"),
-            str(pki / "node-agent.crt"),
-            str(pki / "node-agent.key"),
-        )
-        self.nodes = Nodes(self.kube, config.kubernetes_version())
+        # Every node speaks with its own kubelet identity (system:node:<name>), so the Node
+        # authorizer and NodeRestriction hold the agent to what each kubelet may do.
+        self.kubes = {name: _node_kube(pki, name) for name in sorted(config.all_node_names())}
+        self.nodes = Nodes(self.kubes, config.kubernetes_version())
         self.rt = Runtime(
-            kube=self.kube,
+            kubes=self.kubes,
             lay=lay,
             nodes=self.nodes,
             prober=Prober(),
@@ -125,7 +134,17 @@ class Agent:
 
     # -- the kubelet API subset the API server calls (kubectl logs) ------------------------
     def kubelet_app(self) -> web.Application:
-        app = web.Application()
+        @web.middleware
+        async def api_server_only(req: web.Request, handler: Handler) -> web.StreamResponse:
+            """As a kubelet authorizes its callers: here only the API server may read logs
+            (pods reach this address too)."""
+            cert = req.transport.get_extra_info("peercert") if req.transport else None
+            subject = dict(rdn[0] for rdn in (cert or {}).get("subject", ()))
+            if subject.get("commonName") != KUBELET_CLIENT.cn:
+                raise web.HTTPForbidden(text="only the API server may call the kubelet API")
+            return await handler(req)
+
+        app = web.Application(middlewares=[api_server_only])
 
         async def healthz(_: web.Request) -> web.Response:
             return web.Response(text="ok")
@@ -184,6 +203,8 @@ class Agent:
         await web.TCPSite(control, "127.0.0.1", config.AGENT_CONTROL_PORT).start()
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(str(self.lay.pki / "kubelet.crt"), str(self.lay.pki / "kubelet.key"))
+        tls.load_verify_locations(str(self.lay.pki / "ca.crt"))
+        tls.verify_mode = ssl.CERT_REQUIRED
         await web.TCPSite(kubelet, config.BRIDGE_IP, config.KUBELET_PORT, ssl_context=tls).start()
         tasks = [
             loop.create_task(self.nodes.heartbeat()),
@@ -197,7 +218,8 @@ class Agent:
         for r in runners:
             await r.cleanup()
         await self.rt.prober.close()
-        await self.kube.close()
+        for kube in self.kubes.values():
+            await kube.close()
 
 
 async def _serve_log(

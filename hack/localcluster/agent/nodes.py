@@ -7,7 +7,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import aiohttp
@@ -29,8 +29,8 @@ def _now() -> str:
 
 
 class Nodes:
-    def __init__(self, kube: Kube, version: str) -> None:
-        self.kube = kube
+    def __init__(self, kubes: Mapping[str, Kube], version: str) -> None:
+        self.kubes = kubes
         self.version = version
         self.zone: dict[str, str] = {}
         self.sim: set[str] = set()
@@ -53,9 +53,6 @@ class Nodes:
         self.on_change: Callable[[Callable[[str], bool], bool], None] | None = None
 
     # -- queries --------------------------------------------------------------------
-    def owns(self, node: str) -> bool:
-        return node in self.zone
-
     def is_sim(self, node: str) -> bool:
         return node in self.sim
 
@@ -144,13 +141,14 @@ class Nodes:
     async def register(self) -> None:
         for name in self.zone:
             try:
-                await self.kube.create("/api/v1/nodes", self._node(name))
+                await self.kubes[name].create("/api/v1/nodes", self._node(name))
             except ApiError as e:
                 if e.status != 409:
                     raise
-                # Re-assert our labels and taints on an existing node.
+                # Re-assert our labels on an existing node (its taints are not the
+                # kubelet's to change once registered: NodeRestriction).
                 body = self._node(name)
-                await self.kube.patch(
+                await self.kubes[name].patch(
                     f"/api/v1/nodes/{name}",
                     {"metadata": {"labels": body["metadata"]["labels"]}},
                     "merge",
@@ -159,7 +157,7 @@ class Nodes:
             await self._renew(name)
 
     async def _post_status(self, name: str) -> None:
-        await self.kube.patch(f"/api/v1/nodes/{name}/status", {"status": self._status(name)})
+        await self.kubes[name].patch(f"/api/v1/nodes/{name}/status", {"status": self._status(name)})
 
     async def _renew(self, name: str) -> None:
         path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
@@ -169,11 +167,11 @@ class Nodes:
             "renewTime": _micro_now(),
         }
         try:
-            await self.kube.patch(path, {"spec": spec}, "merge")
+            await self.kubes[name].patch(path, {"spec": spec}, "merge")
         except ApiError as e:
             if e.status != 404:
                 raise
-            await self.kube.create(
+            await self.kubes[name].create(
                 "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
                 {
                     "apiVersion": "coordination.k8s.io/v1",

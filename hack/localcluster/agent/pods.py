@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,7 +70,8 @@ class IpPool:
 class Runtime:
     """What every pod worker shares."""
 
-    kube: Kube
+    kubes: Mapping[str, Kube]
+    """The API client of each node: a pod's calls go out as the kubelet of its node."""
     lay: config.Layout
     nodes: Nodes
     prober: Prober
@@ -105,6 +106,7 @@ class Runtime:
         container: str | None = None,
     ) -> None:
         meta = pod["metadata"]
+        node = pod["spec"]["nodeName"]
         ref: Obj = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -121,7 +123,7 @@ class Runtime:
             "reason": reason,
             "message": message[:1000],
             "type": "Warning" if warning else "Normal",
-            "source": {"component": "kubelet", "host": pod["spec"].get("nodeName", "")},
+            "source": {"component": "kubelet", "host": node},
             "firstTimestamp": ts,
             "lastTimestamp": ts,
             "count": 1,
@@ -129,7 +131,9 @@ class Runtime:
 
         async def post() -> None:
             with contextlib.suppress(ApiError, aiohttp.ClientError, TimeoutError):
-                await self.kube.create(f"/api/v1/namespaces/{meta['namespace']}/events", body)
+                await self.kubes[node].create(
+                    f"/api/v1/namespaces/{meta['namespace']}/events", body
+                )
 
         _background(post())
 
@@ -471,6 +475,7 @@ class PodWorker:
         self.ns: str = meta["namespace"]
         self.name: str = meta["name"]
         self.node: str = pod["spec"]["nodeName"]
+        self.kube = rt.kubes[self.node]
         self.sim = rt.nodes.is_sim(self.node)
         self.dir = rt.lay.pods / f"{self.ns}_{self.name}_{self.uid}"
         self.pod_ip: str | None = None
@@ -487,7 +492,7 @@ class PodWorker:
         self._last_sent: Obj | None = None
         self._cond_times: dict[str, tuple[str, str]] = {}
         self._materialised: volumes.Materialised | None = None
-        self._resolver = volumes.Resolver(rt.kube, self.ns)
+        self._resolver = volumes.Resolver(self.kube, self.ns)
         self._env_cache: dict[str, dict[str, str]] = {}
         self._aux: list[asyncio.Task[Any]] = []
         self._sandbox_removed = False
@@ -650,14 +655,14 @@ class PodWorker:
             (self.dir / "logs").mkdir(parents=True, exist_ok=True)
             self._write_etc()
             self._materialised = await volumes.materialise(
-                self.rt.kube, self._view(), self.dir, self.rt.ca_pem, self._resolver
+                self.kube, self._view(), self.dir, self.rt.ca_pem, self._resolver
             )
         except (volumes.VolumeError, RuntimeError, OSError, ApiError) as e:
             msg = f"MountVolume.SetUp failed: {e}"
             if msg != self.sandbox_message:
                 self.rt.event(self.pod, "FailedMount", msg, warning=True)
             self.sandbox_message = msg
-            self._resolver = volumes.Resolver(self.rt.kube, self.ns)
+            self._resolver = volumes.Resolver(self.kube, self.ns)
             self.changed()
             return False
         self.sandbox_ready = True
@@ -686,7 +691,7 @@ class PodWorker:
             await asyncio.sleep(max(shortest * 0.8, 60.0))
             for base, rel, aud, exp in self._materialised.tokens:
                 with contextlib.suppress(volumes.VolumeError, ApiError, aiohttp.ClientError):
-                    token = await volumes.request_token(self.rt.kube, self.pod, aud, exp)
+                    token = await volumes.request_token(self.kube, self.pod, aud, exp)
                     volumes._write(base, rel, token.encode(), 0o644)
 
     def _view(self) -> Obj:
@@ -837,7 +842,7 @@ class PodWorker:
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}}
         for _ in range(10):
             try:
-                await self.rt.kube.delete(path, body)
+                await self.kube.delete(path, body)
                 return
             except ApiError as e:
                 if e.status in (404, 409):
@@ -980,7 +985,7 @@ class PodWorker:
                 continue
             path = f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status"
             try:
-                await self.rt.kube.patch(path, {"status": status})
+                await self.kube.patch(path, {"status": status})
                 self._last_sent = status
             except ApiError as e:
                 if e.status == 404:
@@ -995,13 +1000,10 @@ class PodWorker:
 
 
 class Pods:
-    """Watches pods bound to our nodes and keeps one worker per pod."""
+    """Watches the pods bound to each of our nodes and keeps one worker per pod."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-
-    def _ours(self, pod: Obj) -> bool:
-        return self.rt.nodes.owns(pod["spec"].get("nodeName", ""))
 
     def _apply(self, etype: str, pod: Obj) -> None:
         uid = pod["metadata"]["uid"]
@@ -1012,26 +1014,31 @@ class Pods:
             return
         if worker is not None:
             worker.update(pod)
-        elif self._ours(pod):
+        else:
             worker = PodWorker(self.rt, pod)
             self.rt.workers[uid] = worker
             worker.start()
 
     async def run(self) -> None:
-        params = {"fieldSelector": "spec.nodeName!="}
+        await asyncio.gather(*(self._watch(node, kube) for node, kube in self.rt.kubes.items()))
+
+    async def _watch(self, node: str, kube: Kube) -> None:
+        """List and watch one node's pods as that node: the Node authorizer lets a kubelet
+        list and watch only the pods whose spec.nodeName is its own."""
+        params = {"fieldSelector": f"spec.nodeName={node}"}
         while True:
             try:
-                listing = await self.rt.kube.get("/api/v1/pods", **params)
+                listing = await kube.get("/api/v1/pods", **params)
                 seen = set()
                 for pod in listing["items"]:
                     seen.add(pod["metadata"]["uid"])
                     self._apply("MODIFIED", pod)
                 for uid, worker in list(self.rt.workers.items()):
-                    if uid not in seen:
+                    if worker.node == node and uid not in seen:
                         worker.deleted()
                 rv = listing["metadata"]["resourceVersion"]
                 while True:
-                    async for etype, obj in self.rt.kube.watch("/api/v1/pods", rv, **params):
+                    async for etype, obj in kube.watch("/api/v1/pods", rv, **params):
                         rv = obj["metadata"].get("resourceVersion", rv)
                         if etype != "BOOKMARK":
                             self._apply(etype, obj)
@@ -1039,10 +1046,10 @@ class Pods:
                 raise
             except ApiError as e:
                 if e.status != 410:
-                    log.warning("pod watch: %s", e)
+                    log.warning("pod watch of %s: %s", node, e)
                     await asyncio.sleep(1)
             except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-                log.warning("pod watch: %s", e)
+                log.warning("pod watch of %s: %s", node, e)
                 await asyncio.sleep(1)
 
     def find(self, namespace: str, name: str) -> PodWorker | None:

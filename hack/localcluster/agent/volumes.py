@@ -46,7 +46,9 @@ class Resolver:
                 self._cache[key] = await self.kube.get(f"/api/v1{scope}/{kind}/{name}")
             except ApiError as e:
                 if e.status != 404:
-                    raise
+                    # E.g. 403 while the Node authorizer has not yet linked a just-bound
+                    # pod to what it references: retried like a missing object.
+                    raise VolumeError(f"{kind} {name!r}: HTTP {e.status}") from e
                 self._cache[key] = None
         return self._cache[key]
 
