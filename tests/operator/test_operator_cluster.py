@@ -389,8 +389,8 @@ def test_bad_resources_are_reported_and_the_others_served(
             projectversion("nowhere", minInferenceUnits=1, zones=["zone-x"]),
             projectversion("partly", minInferenceUnits=2, zones=["zone-a", "zone-y"]),
             projectversion(
-                "remote",
-                model={"name": "m", "repository": "s3://models/shapes", "task": "Classification"},
+                "gpu",
+                inferenceUnit={"runtime": "cpu", "resources": {"limits": {"nvidia.com/gpu": 1}}},
             ),
         ],
         namespace,
@@ -406,11 +406,12 @@ def test_bad_resources_are_reported_and_the_others_served(
     assert "zone-x" in event[2]
     assert harness.all_pods(cluster, namespace, "nowhere") == []
 
-    remote = wait_status(cluster, namespace, "remote", status="FAILED")
-    assert condition(remote, "Degraded")["reason"] == "InvalidSpec"
-    event = harness.wait_event(cluster, namespace, "remote", "InvalidSpec")
+    gpu = wait_status(cluster, namespace, "gpu", status="FAILED")
+    assert condition(gpu, "Degraded")["reason"] == "InvalidSpec"
+    event = harness.wait_event(cluster, namespace, "gpu", "InvalidSpec")
     assert "spec.inferenceUnit" in event[2]
-    assert "object storage" in event[2]
+    assert "the cpu runtime uses no GPU" in event[2]
+    assert harness.all_pods(cluster, namespace, "gpu") == []
 
     partly = _running(cluster, namespace, "partly", 2)
     assert replicas(cluster, namespace, "partly") == {"zone-a": 2}
