@@ -240,6 +240,11 @@ class Peers:
             offered = {(str(ns), str(name)): float(rate) for ns, name, rate in body["offered"]}
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, ConnectionRefusedError):
+                if peer.refused_at is None or (
+                    peer.heard_at is not None and peer.heard_at > peer.refused_at
+                ):
+                    log.info("replica at %s refuses connections: gone, its share is taken over",
+                             peer.address)  # fmt: skip
                 peer.refused_at = self._clock()
             return
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
