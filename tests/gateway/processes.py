@@ -322,9 +322,11 @@ class ObjectStore:
 
 
 @contextlib.contextmanager
-def object_store(logs: Path, *, host: str = HOST) -> Iterator[ObjectStore]:
-    """Start moto on `host`; its first three calls make an IAM user allowed everything, and
-    from then on it checks every signature, so only that user's key reads it."""
+def object_stores(
+    logs: Path, *, host: str = HOST, users: tuple[str, ...] = ("reader",)
+) -> Iterator[dict[str, ObjectStore]]:
+    """Start moto on `host`; its first calls make IAM `users` allowed everything, and from
+    then on it checks every signature, so only their keys read it. Each user's view."""
     import boto3
 
     port = free_port(host)
@@ -332,7 +334,7 @@ def object_store(logs: Path, *, host: str = HOST) -> Iterator[ObjectStore]:
         f"moto-{port}",
         [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
         logs / f"moto-{port}.log",
-        env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+        env={"INITIAL_NO_AUTH_ACTION_COUNT": str(3 * len(users))},  # 3 set-up calls each
     ).start()
     endpoint = f"http://{host}:{port}"
     try:
@@ -346,15 +348,25 @@ def object_store(logs: Path, *, host: str = HOST) -> Iterator[ObjectStore]:
             aws_access_key_id="setup",
             aws_secret_access_key="setup",
         )
-        iam.create_user(UserName="reader")
         everything = {
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
         }
-        iam.put_user_policy(
-            UserName="reader", PolicyName="all", PolicyDocument=json.dumps(everything)
-        )
-        key = iam.create_access_key(UserName="reader")["AccessKey"]
-        yield ObjectStore(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+        stores = {}
+        for user in users:
+            iam.create_user(UserName=user)
+            iam.put_user_policy(
+                UserName=user, PolicyName="all", PolicyDocument=json.dumps(everything)
+            )
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            stores[user] = ObjectStore(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+        yield stores
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def object_store(logs: Path, *, host: str = HOST) -> Iterator[ObjectStore]:
+    """:func:`object_stores` with one reader."""
+    with object_stores(logs, host=host) as stores:
+        yield stores["reader"]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -26,54 +23,19 @@ GARDEN_KEY = "AKIDKIUGARDEN"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Any]]:
-    """A moto server that checks signatures after the first eight (set-up) calls; the
-    gateway-wide credentials, and the garden namespace's own."""
+    """A moto server that checks every signature; the gateway-wide credentials, an S3
+    client with them, and the garden namespace's own credentials."""
     logs = tmp_path_factory.mktemp("moto")
-    port = processes.free_port()
-    server = processes.Process(
-        "moto",
-        [sys.executable, "-m", "moto.server", "-H", processes.HOST, "-p", str(port)],
-        logs / "moto.log",
-        env={"INITIAL_NO_AUTH_ACTION_COUNT": "8"},
-    ).start()
-    endpoint = f"http://{processes.HOST}:{port}"
-    try:
-        processes.wait_until(
-            lambda: processes.http_ok(f"{endpoint}/moto-api/"),
-            timeout=60,
-            what="moto",
-            process=server,
-        )
-        setup = {"endpoint_url": endpoint, "region_name": "us-east-1"}
-        anonymous = {"aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
-        iam = boto3.client("iam", **setup, **anonymous)
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
-        }
-        made = {}
-        for user in ("gateway", GARDEN):
-            iam.create_user(UserName=user)
-            iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=json.dumps(policy))
-            made[user] = iam.create_access_key(UserName=user)["AccessKey"]
-        key = made["gateway"]
-        credentials = {"accessKeyId": key["AccessKeyId"], "secretAccessKey": key["SecretAccessKey"]}
-        own = {
-            "accessKeyId": made[GARDEN]["AccessKeyId"],
-            "secretAccessKey": made[GARDEN]["SecretAccessKey"],
-        }
-        s3 = boto3.client("s3", **setup, **anonymous)
+    with processes.object_stores(logs, users=("gateway", GARDEN)) as stores:
+        gateway, garden = stores["gateway"], stores[GARDEN]
+        s3 = gateway.s3()
         s3.create_bucket(Bucket=BUCKET)
-        # from here on moto checks every signature
-        s3 = boto3.client(
-            "s3",
-            **setup,
-            aws_access_key_id=key["AccessKeyId"],
-            aws_secret_access_key=key["SecretAccessKey"],
-        )
-        yield endpoint, credentials, s3, own
-    finally:
-        server.stop()
+        yield gateway.endpoint, _directory_keys(gateway), s3, _directory_keys(garden)
+
+
+def _directory_keys(store: processes.ObjectStore) -> dict[str, str]:
+    """A store user's key as the directory file names it."""
+    return {"accessKeyId": store.access_key_id, "secretAccessKey": store.secret_access_key}
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,13 @@ class _Peer:
     offered: dict[Key, float] = field(default_factory=dict)
     polling: asyncio.Task[None] | None = None
 
+    @property
+    def gone(self) -> bool:
+        """It refused a connection since it was last heard: nothing listens there."""
+        return self.refused_at is not None and (
+            self.heard_at is None or self.refused_at > self.heard_at
+        )
+
 
 @dataclass(slots=True)
 class _Own:
@@ -222,9 +229,7 @@ class Peers:
         for peer in self._peers.values():
             if peer.heard_at is not None and now - peer.heard_at <= self._ttl:
                 heard.append(peer)
-            elif peer.refused_at is not None and (
-                peer.heard_at is None or peer.refused_at > peer.heard_at
-            ):
+            elif peer.gone:
                 gone += 1
             else:
                 silent += 1
@@ -240,9 +245,7 @@ class Peers:
             offered = {(str(ns), str(name)): float(rate) for ns, name, rate in body["offered"]}
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, ConnectionRefusedError):
-                if peer.refused_at is None or (
-                    peer.heard_at is not None and peer.heard_at > peer.refused_at
-                ):
+                if not peer.gone:
                     log.info("replica at %s refuses connections: gone, its share is taken over",
                              peer.address)  # fmt: skip
                 peer.refused_at = self._clock()
