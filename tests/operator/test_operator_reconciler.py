@@ -76,7 +76,7 @@ class World:
         self.now = NOW
         self.reconciler = reconciler.Reconciler(
             api=None,  # type: ignore[arg-type]  # rest.call is replaced by World.call
-            config=Config(failure_timeout=60.0, billing_period=60.0),
+            config=Config(evaluation_period=5.0, failure_timeout=60.0, billing_period=60.0),
             recorder=events.Recorder(
                 None,  # type: ignore[arg-type]  # rest.call is replaced by World.call
                 component="kiu-operator",
@@ -426,6 +426,7 @@ async def test_a_restart_continues_the_scaling_history_from_the_status(world: An
     before = w.reconciler.memory[("retail", "shoes")].decision.history
     assert stored["stableSeconds"] == pytest.approx(before.stable.seconds)
     assert stored["stableCalls"] == pytest.approx(before.stable.calls)
+    assert (stored["windowCalls"], stored["windowSeconds"]) == pytest.approx((60.0, 5.0))
     w.reconciler.memory.clear()  # a new operator process
     await w.reconcile()
     after = w.reconciler.memory[("retail", "shoes")].decision.history

@@ -13,10 +13,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from kiu.controller.config import Config
 from kiu.policy import scaling
 
 Cause = scaling.Cause
-PERIOD = 5.0  # seconds between evaluations, as the operator runs them by default
+PERIOD = 5.0  # seconds between evaluations in these examples (the policy takes any)
 
 
 def _policy(**overrides: object) -> scaling.Policy:
@@ -114,6 +115,89 @@ def test_a_step_up_is_acted_on_in_the_first_evaluation() -> None:
     assert (after.desired, after.cause) == (5, Cause.SCALE_UP)
     assert after.reason.startswith("demand 15.0 TPS")
     assert after.reason.endswith("; a burst: the last 5 s are above what noise explains (was 2)")
+
+
+def test_a_step_half_seen_by_two_windows_is_decided_on_the_second() -> None:
+    # 3 TPS in 3 s windows (9 calls), then 15 TPS from 1 s before an evaluation: that
+    # window holds 9 - 3 + 15 = 21 calls, 3.1 sigma on the square-root scale, too few to
+    # tell from noise. The next window, drawn low at 30 calls (45 expected), is 4.9
+    # sigma alone: still short of 5. Together, 51 calls in 6 s against 18 expected are
+    # 5.8 sigma (above 5 x sqrt(1 + 6/120) = 5.1), so the step is decided there.
+    def sigmas(calls: float, expected: float) -> float:
+        return 2 * (math.sqrt(calls + 0.375) - math.sqrt(expected + 0.375))
+
+    assert sigmas(21, 9) < 5
+    assert sigmas(30, 9) < 5
+    assert sigmas(51, 18) > 5.2
+    period = 3.0
+    history, current, now = scaling.History(), 1, 0.0
+    for calls in [9.0] * 600 + [21.0]:
+        now += period
+        rec = scaling.recommend(
+            policy=_policy(),
+            demand_tps=calls / period,
+            demand_seconds=period,
+            current=current,
+            running=True,
+            history=history,
+            now=now,
+        )
+        history, current = rec.history, rec.desired
+    assert rec.cause is not Cause.SCALE_UP
+    step = scaling.recommend(
+        policy=_policy(),
+        demand_tps=30.0 / period,
+        demand_seconds=period,
+        current=current,
+        running=True,
+        history=history,
+        now=now + period,
+    )
+    assert step.cause is Cause.SCALE_UP
+    assert "a burst: the last 6 s are above what noise explains" in step.reason
+    # The same sample passed again soon after is not joined with itself.
+    again = scaling.recommend(
+        policy=_policy(),
+        demand_tps=30.0 / period,
+        demand_seconds=period,
+        current=current,
+        running=True,
+        history=history,
+        now=now + 0.5,
+    )
+    assert again.cause is not Cause.SCALE_UP
+
+
+def test_a_step_at_any_phase_is_decided_within_5_s_at_the_default_period() -> None:
+    # Calls drawn second by second; the step from 3 to 15 TPS lands at each of 15
+    # one-second offsets against the evaluations of the operator's default period, 40
+    # seeds. A first full window of 15 TPS falls short of 5 sigma in about 1 % of draws
+    # (30 calls or fewer of 45 expected); then the next evaluation decides.
+    period = Config().evaluation_period
+    late = []
+    for seed, offset in itertools.product(range(40), range(15)):
+        at = 1800 + offset
+        calls = np.random.default_rng(seed).poisson(np.where(np.arange(at + 30) < at, 3.0, 15.0))
+        # 3 TPS needs 2 units (one second's calls within full TPS); 15 TPS needs 5.
+        history, current, ups = scaling.History(), 2, []
+        for end in np.arange(period, at + 30, period):
+            rec = scaling.recommend(
+                policy=_policy(),
+                demand_tps=float(calls[int(end - period) : int(end)].sum()) / period,
+                demand_seconds=period,
+                current=current,
+                running=True,
+                history=history,
+                now=float(end),
+            )
+            history, current = rec.history, rec.desired
+            if rec.cause is Cause.SCALE_UP:
+                ups.append(float(end) - at)
+        assert ups, (seed, offset)
+        assert 0 <= ups[0] <= 5 + period, (seed, offset, ups)
+        if ups[0] > 5:
+            late.append((seed, offset, ups[0]))
+    assert len(late) <= 0.02 * 40 * 15, late
 
 
 def test_no_scale_down_while_a_burst_is_recent() -> None:

@@ -289,6 +289,8 @@ class ScalingHistory(Frozen):
     stable_spread: Rate | None = None
     sampled_at: Timestamp | None = None
     burst_until: Timestamp | None = None
+    window_calls: Rate | None = None
+    window_seconds: Rate | None = None
 
 
 class Status(Frozen):

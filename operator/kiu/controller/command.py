@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _COMPONENT = "kiu-operator"
+_DEFAULTS = Config()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,20 +54,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--evaluation-period",
         type=float,
-        default=5.0,
-        help="seconds between autoscaling evaluations",
+        default=_DEFAULTS.evaluation_period,
+        help="seconds between demand samples and autoscaling evaluations",
     )
     p.add_argument(
         "--failure-timeout",
         type=float,
-        default=600.0,
+        default=_DEFAULTS.failure_timeout,
         help="seconds units may fail to start before the version is FAILED",
     )
     p.add_argument(
-        "--billing-period", type=float, default=60.0, help="seconds between unit-hours writes"
+        "--billing-period",
+        type=float,
+        default=_DEFAULTS.billing_period,
+        help="seconds between unit-hours writes",
     )
-    p.add_argument("--workers", type=int, default=4, help="ProjectVersions reconciled concurrently")
-    p.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics and /healthz")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=_DEFAULTS.workers,
+        help="ProjectVersions reconciled concurrently",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_DEFAULTS.metrics_port,
+        help="port of /metrics and /healthz",
+    )
     p.add_argument(
         "--gateway-selector",
         default=DEFAULT_GATEWAY_SELECTOR,
@@ -74,7 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gateway-namespace", help="namespace of the gateway pods (default: all)")
     p.add_argument(
-        "--gateway-port", type=int, default=9090, help="internal port of the gateway pods' /metrics"
+        "--gateway-port",
+        type=int,
+        default=_DEFAULTS.gateway_port,
+        help="internal port of the gateway pods' /metrics",
     )
     p.add_argument(
         "--prometheus-url", help="read demand from this Prometheus server instead of the gateways"

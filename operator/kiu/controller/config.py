@@ -11,8 +11,10 @@ DEFAULT_GATEWAY_SELECTOR = "app.kubernetes.io/name=kiu,app.kubernetes.io/compone
 class Config:
     namespaces: tuple[str, ...] = ()
     """Namespaces to serve; empty means all."""
-    evaluation_period: float = 5.0
-    """Seconds between two demand samples and autoscaling evaluations."""
+    evaluation_period: float = 3.0
+    """Seconds between two demand samples and autoscaling evaluations: the longest period
+    whose windows still show a step from 3 to 15 TPS beyond noise within 5 s of it, at
+    any phase (docs/scaling.md)."""
     failure_timeout: float = 600.0
     """Seconds a unit may fail to start (crash loop, unschedulable) before the version is FAILED."""
     billing_period: float = 60.0

@@ -639,6 +639,9 @@ def _history(
         ),
         sampled_at=_seconds(stored.sampled_at),
         burst_until=_seconds(stored.burst_until),
+        window=scaling.Rate(  # a plain count: each second weighs 1
+            stored.window_calls or 0.0, stored.window_seconds or 0.0, stored.window_seconds or 0.0
+        ),
     )
 
 
@@ -653,6 +656,8 @@ def _history_status(history: scaling.History) -> dict[str, Any]:
         "stableSpread": round(history.stable.spread, _HISTORY_DIGITS),
         "sampledAt": _micro_time(history.sampled_at),
         "burstUntil": _micro_time(history.burst_until),
+        "windowCalls": round(history.window.calls, _HISTORY_DIGITS),
+        "windowSeconds": round(history.window.seconds, _HISTORY_DIGITS),
     }
 
 

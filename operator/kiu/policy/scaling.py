@@ -9,9 +9,10 @@ sqrt(n): 13 % for 60 calls. The policy therefore keeps two views of the rate:
   time (`Policy.stable_window_seconds`), with its own noise, and sizes the fleet from
   it: more units once its lower confidence bound needs them, fewer once its upper
   bound fits fewer (then only after `scale_down_delay_seconds` of such evidence);
-* the *latest window*: when it is further from the stable rate than Poisson noise
-  explains, the level has moved. The stable rate restarts from the window, and if the
-  window needs more units they are decided at once (a burst). While a burst is
+* the *latest window*, alone and joined with the window before it: when either is
+  further from the stable rate than Poisson noise explains, the level has moved. The
+  stable rate restarts from that window, and if it needs more units they are decided
+  at once (a burst). While a burst is
   recent, the count follows the restarted stable rate up without waiting for its
   bound, and no unit goes.
 
@@ -38,9 +39,10 @@ _EPSILON = 1e-9
 #: At a rate right on a boundary between two counts, a change needs an excursion of
 #: the stable rate this large (3 in 10^6 per stable window), so the count holds.
 BOUND_SIGMAS = 4.5
-#: Standard deviations by which the latest window must differ from the stable rate to
-#: count as a change of level: rare enough by chance (3 in 10^7 evaluations, about once
-#: in 200 days of 5 s evaluations) that a steady load does not trigger it.
+#: Standard deviations by which the latest window (alone, or joined with the one before)
+#: must differ from the stable rate to count as a change of level: rare enough by chance
+#: (3 in 10^7 evaluations per test, about once in 60 days of 3 s evaluations for the
+#: two) that a steady load does not trigger it.
 CHANGE_SIGMAS = 5.0
 #: Headroom for the calls of one second (the gateway's token bucket holds one second of
 #: the limit): at rate r, up to r + 2 sqrt(r) calls in a second fit in the units'
@@ -153,7 +155,9 @@ class History:
     first pair is the window's maximum and the list holds at most one pair per
     distinct unit count. `last_demand_at` is the last time demand was above zero, or
     the first evaluation, from which idleness is measured. `stable` is the stable rate
-    as of `sampled_at`; `burst_until` ends the no-scale-down time after a burst.
+    as of `sampled_at`, and `window` the sample taken then (a plain count), joined with
+    the next one to see a change that one short window cannot; `burst_until` ends the
+    no-scale-down time after a burst.
     Persist all of it (in the resource status) across operator restarts; `History()`
     starts afresh.
     """
@@ -163,6 +167,7 @@ class History:
     stable: Rate = Rate()
     sampled_at: float | None = None
     burst_until: float | None = None
+    window: Rate = Rate()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,13 +241,14 @@ def recommend(
     else:
         elapsed = now - history.sampled_at
         before = history.stable.aged(elapsed, window)
-        moved = _differs(latest, before)
+        changed = _changed(latest, history.window, elapsed=elapsed, before=before)
+        moved = changed is not None
         # After a change of level the old evidence describes a rate that is gone.
         exposure = min(max(elapsed, 0.0), demand_seconds)
-        stable = latest if moved else before.plus(demand_tps, exposure)
+        stable = changed or before.plus(demand_tps, exposure)
     low, high = stable.bounds(BOUND_SIGMAS)
     needed = _needed(stable.tps, policy)
-    burst = moved and demand_tps > history.stable.tps and needed > current
+    burst = moved and stable.tps > history.stable.tps and needed > current
     burst_until = now + window if burst else history.burst_until
     bursting = burst_until is not None and now < burst_until
     if needed > current and (bursting or _needed(low, policy) > current):
@@ -264,6 +270,7 @@ def recommend(
         stable=stable,
         sampled_at=now,
         burst_until=burst_until if bursting else None,
+        window=latest,
     )
     idle_for = now - last_demand_at
     demand = (
@@ -273,7 +280,7 @@ def recommend(
         f"{policy.tps_per_unit:g} TPS/unit"
     )
     if burst:
-        demand += f"; a burst: the last {demand_seconds:g} s are above what noise explains"
+        demand += f"; a burst: the last {stable.seconds:g} s are above what noise explains"
 
     def result(
         desired: int, cause: Cause, reason: str, history: History = new_history
@@ -293,6 +300,7 @@ def recommend(
         last_demand_at=last_demand_at,
         stable=stable,
         sampled_at=now,
+        window=latest,
     )
 
     if policy.max_units is None and policy.min_units > 0:
@@ -357,6 +365,25 @@ def recommend(
             f"{_units(raw)} serve",
         )
     return result(raw, Cause.STEADY, demand)
+
+
+def _changed(latest: Rate, previous: Rate, *, elapsed: float, before: Rate) -> Rate | None:
+    """The recent count that shows a change of level, if one does: the latest window,
+    else the latest and the previous window together (a step that filled only part of
+    the previous window and, by chance, too little of the latest to show alone). The
+    windows are joined only when the evaluations were about one window apart: sooner, the
+    latest sample may be the previous one passed again; later, time lies between them."""
+    if _differs(latest, before):
+        return latest
+    if previous.seconds > 0 and 0.9 * latest.seconds <= elapsed <= 1.5 * latest.seconds:
+        joined = Rate(
+            latest.calls + previous.calls,
+            latest.seconds + previous.seconds,
+            latest.spread + previous.spread,
+        )
+        if _differs(joined, before):
+            return joined
+    return None
 
 
 def _differs(latest: Rate, before: Rate) -> bool:
