@@ -117,6 +117,21 @@ def test_a_step_up_is_acted_on_in_the_first_evaluation() -> None:
     assert after.reason.endswith("; a burst: the last 5 s are above what noise explains (was 2)")
 
 
+def _evaluate(
+    calls: float, *, seconds: float, current: int, history: scaling.History, now: float
+) -> scaling.Recommendation:
+    """One evaluation of the default policy on `calls` counted over `seconds`."""
+    return scaling.recommend(
+        policy=_policy(),
+        demand_tps=calls / seconds,
+        demand_seconds=seconds,
+        current=current,
+        running=True,
+        history=history,
+        now=now,
+    )
+
+
 def test_a_step_half_seen_by_two_windows_is_decided_on_the_second() -> None:
     # 3 TPS in 3 s windows (9 calls), then 15 TPS from 1 s before an evaluation: that
     # window holds 9 - 3 + 15 = 21 calls, 3.1 sigma on the square-root scale, too few to
@@ -129,42 +144,17 @@ def test_a_step_half_seen_by_two_windows_is_decided_on_the_second() -> None:
     assert sigmas(21, 9) < 5
     assert sigmas(30, 9) < 5
     assert sigmas(51, 18) > 5.2
-    period = 3.0
     history, current, now = scaling.History(), 1, 0.0
     for calls in [9.0] * 600 + [21.0]:
-        now += period
-        rec = scaling.recommend(
-            policy=_policy(),
-            demand_tps=calls / period,
-            demand_seconds=period,
-            current=current,
-            running=True,
-            history=history,
-            now=now,
-        )
+        now += 3.0
+        rec = _evaluate(calls, seconds=3.0, current=current, history=history, now=now)
         history, current = rec.history, rec.desired
     assert rec.cause is not Cause.SCALE_UP
-    step = scaling.recommend(
-        policy=_policy(),
-        demand_tps=30.0 / period,
-        demand_seconds=period,
-        current=current,
-        running=True,
-        history=history,
-        now=now + period,
-    )
+    step = _evaluate(30.0, seconds=3.0, current=current, history=history, now=now + 3.0)
     assert step.cause is Cause.SCALE_UP
     assert "a burst: the last 6 s are above what noise explains" in step.reason
     # The same sample passed again soon after is not joined with itself.
-    again = scaling.recommend(
-        policy=_policy(),
-        demand_tps=30.0 / period,
-        demand_seconds=period,
-        current=current,
-        running=True,
-        history=history,
-        now=now + 0.5,
-    )
+    again = _evaluate(30.0, seconds=3.0, current=current, history=history, now=now + 0.5)
     assert again.cause is not Cause.SCALE_UP
 
 
@@ -181,14 +171,9 @@ def test_a_step_at_any_phase_is_decided_within_5_s_at_the_default_period() -> No
         # 3 TPS needs 2 units (one second's calls within full TPS); 15 TPS needs 5.
         history, current, ups = scaling.History(), 2, []
         for end in np.arange(period, at + 30, period):
-            rec = scaling.recommend(
-                policy=_policy(),
-                demand_tps=float(calls[int(end - period) : int(end)].sum()) / period,
-                demand_seconds=period,
-                current=current,
-                running=True,
-                history=history,
-                now=float(end),
+            window = float(calls[int(end - period) : int(end)].sum())
+            rec = _evaluate(
+                window, seconds=period, current=current, history=history, now=float(end)
             )
             history, current = rec.history, rec.desired
             if rec.cause is Cause.SCALE_UP:
