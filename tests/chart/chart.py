@@ -152,6 +152,17 @@ class Release:
             if s.name.startswith("kiu_gateway_")
         }
 
+    def peer_found_gone(self, observer: str, peer: str) -> int:
+        """How often the gateway at host `observer` has logged its peer at host `peer` gone
+        (refusing connections). The kubelet restarts a killed replica at once, so the
+        gone state lasts only until it listens again; the log keeps the finding."""
+        pod = next(p for p in self.pods("gateway") if p.status.pod_ip == observer)
+        logs = self.cluster.kubectl("logs", pod.metadata.name, "-n", self.namespace, check=False)
+        return sum(
+            f"replica at {peer}:" in line and "refuses connections" in line
+            for line in str(logs.stdout).splitlines()
+        )
+
     def gateway_address(self) -> str:
         """A ready endpoint of the gateway Service as a URL."""
         addresses = self.gateway_addresses()

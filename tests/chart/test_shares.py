@@ -128,26 +128,23 @@ def test_a_killed_replica_leaves_its_share_to_the_survivor(
 ) -> None:
     arn = release.status(NAME)["arn"]
     a, b = all_hear_each_other(release, 2)
-    victim, survivor = pod_at(release, b), pod_at(release, a).metadata.name
+    victim, survivor = pod_at(release, b), pod_at(release, a).status.pod_ip
     done = threading.Event()
     took_over: list[float] = []
 
-    def survivor_log() -> str:
-        return str(cluster.kubectl("logs", survivor, "-n", namespace, check=False).stdout)
+    def found_gone() -> int:
+        return release.peer_found_gone(survivor, victim.status.pod_ip)
 
     def kill_under_load() -> None:
         time.sleep(2)
-        # (It may have been found gone already, while it started.)
-        gone = f"replica at {victim.status.pod_ip}:"
-        before = survivor_log().count(gone)
+        before = found_gone()  # (it may have been found gone already, while it started)
         cluster.kill_pod_process(namespace, victim.metadata.name, signal="KILL")
         killed = time.monotonic()
         # Under a 100/0 split the survivor's share is already (almost) the whole limit:
         # what matters is that the dead peer is found gone, not taken for a silent one
-        # whose share would be held back. The kubelet restarts it at once, so the gone
-        # state lasts only until it listens again: the survivor's log keeps the finding.
+        # whose share would be held back.
         wait_for(
-            lambda: survivor_log().count(gone) > before,
+            lambda: found_gone() > before,
             timeout=30,
             interval=0.2,
             what="the survivor to find its peer gone",
