@@ -40,6 +40,8 @@ STATE = Path(os.environ.get("KIU_STATE_DIR", REPO / ".kiu"))
 BIN = Path(os.environ.get("KIU_BIN_DIR", REPO / "hack" / ".cache" / "bin"))
 KUBECONFIG = STATE / "kubeconfig"
 OUT = STATE / "demo"
+#: kubectl output of the ProjectVersion CRD's Established condition status.
+ESTABLISHED = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
 
 RELEASE = "kiu"
 SYSTEM = "kiu-system"
@@ -375,7 +377,15 @@ def install() -> None:
         "--wait",
         "--timeout=300s",
     )
-    kubectl("wait", "--for=condition=Established", "crd/projectversions.kiu.dev", "--timeout=60s")
+    # Polled: `kubectl wait` fails at once while a new CRD's status.conditions is still null.
+    wait(
+        lambda: (
+            kubectl("get", "crd", "projectversions.kiu.dev", "-o", ESTABLISHED, check=False)
+            == "True"
+        ),
+        timeout=60,
+        what="the ProjectVersion CRD to be Established",
+    )
 
 
 def status(name: str = MODEL) -> dict[str, Any]:

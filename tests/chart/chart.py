@@ -281,9 +281,7 @@ def installed(cluster: Cluster, namespace: str, *set_values: str) -> Iterator[Re
     for item in set_values:
         args += ["--set", item]
     proc = cluster.helm(*args, "--wait", "--timeout=300s", timeout=360)
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/projectversions.kiu.dev", "--timeout=60s"
-    )
+    cluster.wait_established()
     release = Release(cluster, namespace, proc.stdout)
     try:
         yield release

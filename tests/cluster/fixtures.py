@@ -91,6 +91,10 @@ def wait_for(
         time.sleep(interval)
 
 
+#: kubectl output of a CRD's Established condition status.
+ESTABLISHED = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+
+
 class Cluster:
     """Handle on the running local cluster."""
 
@@ -137,6 +141,17 @@ class Cluster:
         """Run the pinned kubectl against the cluster; raises ClusterError on failure
         unless check=False."""
         return self.run("kubectl", *args, input=input, check=check, timeout=timeout)
+
+    def wait_established(self, crd: str = "projectversions.kiu.dev") -> None:
+        """Wait until a CRD is Established. `kubectl wait` fails at once on a CRD created a
+        moment ago, whose status.conditions is still null, so the condition is polled."""
+        wait_for(
+            lambda: (
+                self.kubectl("get", "crd", crd, "-o", ESTABLISHED, check=False).stdout == "True"
+            ),
+            timeout=60,
+            what=f"crd/{crd} to be Established",
+        )
 
     def helm(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300.0
@@ -399,9 +414,7 @@ def projectversion_crd(kiu_cluster: Cluster) -> None:
     """The ProjectVersion CRD (crds/), applied and Established, for tests that need it
     without installing the chart."""
     kiu_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    kiu_cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/projectversions.kiu.dev", "--timeout=60s"
-    )
+    kiu_cluster.wait_established()
 
 
 @pytest.fixture

@@ -37,9 +37,7 @@ ALL_ZONES = {"zone-a": 1, "zone-b": 1, "zone-c": 1}
 @pytest.fixture(scope="session")
 def crd(kiu_cluster: Cluster) -> None:
     kiu_cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    kiu_cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/projectversions.kiu.dev", "--timeout=60s"
-    )
+    kiu_cluster.wait_established()
 
 
 @pytest.fixture

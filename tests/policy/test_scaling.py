@@ -273,6 +273,15 @@ def test_floor_holds_min() -> None:
     assert rec.reason.endswith("; held at min 3")
 
 
+def test_min_holds_while_the_rate_needs_more_than_max_but_its_bound_does_not() -> None:
+    # min = max = 2 with 1 unit running; a first sample of 1 TPS at 1 TPS per unit needs
+    # 3 units (one second's calls within full TPS), its lower bound only 1: the count
+    # goes to 2, within the limits, whatever the noise bounds hold.
+    policy = _policy(tps_per_unit=1.0, min_units=2, max_units=2, target_utilization=1.0)
+    (rec,) = _replay(policy, [1.0], current=1)
+    assert (rec.desired, rec.cause) == (2, Cause.SCALE_UP)
+
+
 def test_raised_floor_scales_up_at_once() -> None:
     (rec,) = _replay(_policy(min_units=5), [1.0], current=3)
     assert (rec.desired, rec.cause) == (5, Cause.SCALE_UP)

@@ -323,7 +323,7 @@ def recommend(
     if needed > ceiling and raw == needed:
         cap = f"max {ceiling}" if policy.max_units is not None else "1 (no maximum, min 0)"
         return result(ceiling, Cause.CEILING, f"{demand}; capped at {cap}")
-    raw = min(raw, ceiling)
+    raw = min(max(raw, policy.min_units), ceiling)
     stable_units = min(recommended[0][1], ceiling)  # the maximum over the scale-down delay
     # With min 0, one unit stays until the model has been idle long enough for zero.
     floor = max(policy.min_units, 1)
