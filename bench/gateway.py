@@ -47,13 +47,12 @@ CEILING_CONCURRENCY = 32
 
 
 @contextlib.contextmanager
-def trivial_unit(logs: Path) -> Iterator[tuple[int, int]]:
-    """A trivial unit on a free port: (port, pid)."""
+def serving(module: str, logs: Path, *args: str) -> Iterator[tuple[int, int]]:
+    """``python -m module --port N *args`` on a free port until it listens: (port, pid)."""
     port = processes.free_port()
+    name = f"{module.rpartition('.')[2]}-{port}"
     process = processes.Process(
-        f"trivial-{port}",
-        [sys.executable, "-m", "bench.trivial_unit", "--port", str(port)],
-        logs / f"trivial-{port}.log",
+        name, [sys.executable, "-m", module, "--port", str(port), *args], logs / f"{name}.log"
     ).start()
     try:
 
@@ -61,7 +60,7 @@ def trivial_unit(logs: Path) -> Iterator[tuple[int, int]]:
             with socket.socket() as sock:
                 return sock.connect_ex((processes.HOST, port)) == 0
 
-        processes.wait_until(listening, timeout=60, what="the trivial unit", process=process)
+        processes.wait_until(listening, timeout=60, what=module, process=process)
         yield port, process.pid
     finally:
         process.stop(timeout=10)
@@ -70,7 +69,10 @@ def trivial_unit(logs: Path) -> Iterator[tuple[int, int]]:
 @contextlib.contextmanager
 def fleet(logs: Path) -> Iterator[tuple[processes.Unit, tuple[int, int], processes.Gateway]]:
     """A unit, a trivial unit (port, pid) and a gateway in front of both; all stopped after."""
-    with processes.units([(MODEL, "a")], logs) as started, trivial_unit(logs) as (trivial, pid):
+    with (
+        processes.units([(MODEL, "a")], logs) as started,
+        serving("bench.trivial_unit", logs) as (trivial, pid),
+    ):
         unit = started[0]
         path = logs / "directory.yaml"
         content = directory(

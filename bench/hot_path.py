@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.gateway import processes
 from tests.gateway.conftest import arn
 
 from bench import common, gateway, loadgen
@@ -224,6 +225,38 @@ async def measure(
     return results
 
 
+async def floor(
+    pid: int, url: str, bodies: dict[str, bytes], *, seconds: float, repetitions: int
+) -> dict[str, Any]:
+    """CPU per POST of :mod:`bench.floor` to each version named in ``bodies`` and per GET
+    /healthz of the same process, and their ratio per repetition (spreads)."""
+    costs: dict[str, list[float]] = {name: [] for name in bodies}
+    floors: list[float] = []
+    for rep in range(repetitions):
+        for name, body in bodies.items():
+            call = loadgen.Rest(url, "bench", name, body, concurrency=CONCURRENCY)
+            try:
+                await _load(call, 2.0)
+                common.log(f"hot path: the design's floor, {name}, repetition {rep + 1}")
+                before = common.cpu_seconds(pid)
+                ok = await _load(call, seconds)
+                costs[name].append(1000 * (common.cpu_seconds(pid) - before) / ok)
+            finally:
+                await call.close()
+        floors.append(await healthz_cpu_ms(pid, url, seconds / 2))
+    return {
+        "healthz_cpu_ms_per_call": common.spread(floors, digits=4),
+        **{
+            name: {
+                "body_bytes": len(bodies[name]),
+                "cpu_ms_per_call": common.spread(per_rep, digits=4),
+                "times_healthz": common.spread(c / f for c, f in zip(per_rep, floors, strict=True)),
+            }
+            for name, per_rep in costs.items()
+        },
+    }
+
+
 def markdown(results: dict[str, dict[str, Any]]) -> str:
     names = [n for n, r in results.items() if "stages" in r]
     stages: list[str] = []
@@ -253,6 +286,18 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         f"Stage shares are of the samples of all repetitions; CPU figures are medians "
         f"[min, max] over the repetitions."
     )
+    if "floor" in results:
+        f = results["floor"]
+        read, infer = f["read"], f["infer"]
+        lines.append(
+            f"\nThe design's floor (bench/floor.py, aiohttp and the gateway's unit client "
+            f"alone), CPU per call: reading a {read['body_bytes']} B body and answering, "
+            f"{common.show(read['cpu_ms_per_call'], 3)} ms "
+            f"({common.show(read['times_healthz'], 1)}x); that with one unit call for the "
+            f"{infer['body_bytes']} B image, {common.show(infer['cpu_ms_per_call'], 3)} ms "
+            f"({common.show(infer['times_healthz'], 1)}x); GET /healthz of that process "
+            f"{common.show(f['healthz_cpu_ms_per_call'], 3)} ms."
+        )
     return "\n".join(lines)
 
 
@@ -271,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     started = common.machine()
     with tempfile.TemporaryDirectory(prefix="kiu-bench-hot-path-") as tmp:
         logs = Path(tmp)
-        with gateway.fleet(logs) as (_, _, gw):
+        with gateway.fleet(logs) as (_, (trivial, _), gw):
             results = asyncio.run(
                 measure(
                     gw.process.pid,
@@ -283,6 +328,17 @@ def main(argv: list[str] | None = None) -> int:
                     logs=logs,
                 )
             )
+            unit = f"{processes.HOST}:{trivial}"
+            with gateway.serving("bench.floor", logs, "--unit", unit) as (port, pid):
+                results["floor"] = asyncio.run(
+                    floor(
+                        pid,
+                        f"http://{processes.HOST}:{port}",
+                        {"read": loadgen.AwsJson.body_of(arn("throttled"), image), "infer": small},
+                        seconds=args.seconds,
+                        repetitions=args.repetitions,
+                    )
+                )
     print(
         f"commit {started['commit']} (tree clean: {started['tree_clean']}), "
         f"{started['cpus']} CPUs, load average {started['load_average'][0]} at the start, "

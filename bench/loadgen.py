@@ -110,9 +110,7 @@ class AwsJson(_Http):
     ) -> None:
         super().__init__(concurrency)
         self.url = base_url + "/"
-        self.body = json.dumps(
-            {"ProjectVersionArn": arn, "Image": {"Bytes": base64.b64encode(image).decode()}}
-        ).encode()
+        self.body = self.body_of(arn, image)
         self.headers = sign(
             url=self.url,
             body=self.body,
@@ -123,6 +121,13 @@ class AwsJson(_Http):
             **({"key": key[0], "secret": key[1]} if key else {}),
         )
         self.headers.pop("host", None)
+
+    @staticmethod
+    def body_of(arn: str, image: bytes) -> bytes:
+        """The AWS JSON body of DetectCustomLabels with the image inline."""
+        return json.dumps(
+            {"ProjectVersionArn": arn, "Image": {"Bytes": base64.b64encode(image).decode()}}
+        ).encode()
 
     async def __call__(self) -> str:
         return await self._post(self.url, self.body, self.headers)
