@@ -143,8 +143,12 @@ def table(counts: collections.Counter[str], *, cpu_ms_per_call: float) -> list[d
 
 
 async def _load(call: loadgen.Call, seconds: float, *, outcome: str = "ok") -> int:
+    """Calls that ended in ``outcome``; an error if none did (a figure per call needs one)."""
     samples, _ = await loadgen.closed_loop(call, concurrency=CONCURRENCY, seconds=seconds)
-    return sum(1 for s in samples if s.outcome == outcome)
+    outcomes = collections.Counter(s.outcome for s in samples)
+    if not outcomes[outcome]:
+        raise RuntimeError(f"no call ended in {outcome}: {dict(outcomes)}")
+    return outcomes[outcome]
 
 
 async def profile(
@@ -168,7 +172,8 @@ async def profile(
 
 
 async def healthz_cpu_ms(gw_pid: int, url: str, seconds: float) -> float:
-    """Gateway CPU per GET /healthz, same process, same concurrency (the HTTP floor)."""
+    """CPU per GET ``url``/healthz of the process serving it, same concurrency (the HTTP
+    floor; the gateway serves it on its internal port, with the same aiohttp)."""
     call = loadgen.Get(f"{url}/healthz", concurrency=CONCURRENCY)
     try:
         await _load(call, 1.0)
@@ -184,6 +189,7 @@ async def measure(
     url: str,
     images: dict[str, bytes],
     *,
+    internal_url: str,
     seconds: float,
     repetitions: int,
     spy: str,
@@ -210,7 +216,7 @@ async def measure(
                 await call.close()
             counts[label] += samples
             costs[label].append(cost)
-        floors.append(await healthz_cpu_ms(gw_pid, url, seconds / 2))
+        floors.append(await healthz_cpu_ms(gw_pid, internal_url, seconds / 2))
     results: dict[str, dict[str, Any]] = {}
     for label, per_rep in costs.items():
         spread = common.spread(per_rep, digits=4)
@@ -322,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                     gw.process.pid,
                     gw.url,
                     images,
+                    internal_url=gw.internal_url,
                     seconds=args.seconds,
                     repetitions=args.repetitions,
                     spy=spy,
