@@ -207,7 +207,7 @@ async def measure(
         for label, model, body, outcome in cases:
             call = loadgen.AwsJson(url, arn(model), body, concurrency=CONCURRENCY)
             try:
-                await _load(call, 2.0)  # warm-up: connections, caches
+                await _load(call, 2.0, outcome=outcome)  # warm-up: connections, caches
                 common.log(f"hot path: profiling AWS JSON, {label}, repetition {rep + 1}")
                 samples, cost = await profile(
                     gw_pid, call, seconds=seconds, spy=spy, out=logs / "raw.txt", outcome=outcome
