@@ -82,7 +82,9 @@ class OnnxModel(Model):
     def __init__(self, config: Any, directory: Path) -> None:
         super().__init__(config)
         path = directory / (config.default_model_filename or "model.onnx")
-        self._session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self._session = onnxruntime.InferenceSession(
+            str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
+        )
         self._names = [spec.name for spec in self.outputs]
         self._batcher = (
             DynamicBatcher(
@@ -101,6 +103,18 @@ class OnnxModel(Model):
         if self._batcher is not None:
             return await self._batcher.submit(inputs)
         return await asyncio.to_thread(self._run, inputs)
+
+
+def session_options() -> onnxruntime.SessionOptions:
+    """Worker threads that sleep when idle instead of spinning for their next task.
+
+    onnxruntime's default has each intra-op thread spin after a run: on a unit
+    that answers one image at a time, that spinning doubled the CPU a call costs
+    (bench/README.md, unit CPU per call) and takes cores from whatever shares them.
+    """
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 class PythonModel(Model):
