@@ -171,15 +171,22 @@ async def profile(
     return parse_raw(text), 1000 * used / ok
 
 
+async def _cpu_ms_per_call(
+    pid: int, call: loadgen.Call, *, warm_up: float, seconds: float
+) -> float:
+    """CPU (ms) of process ``pid`` per successful ``call`` over ``seconds``, after a warm-up."""
+    await _load(call, warm_up)
+    before = common.cpu_seconds(pid)
+    ok = await _load(call, seconds)
+    return 1000 * (common.cpu_seconds(pid) - before) / ok
+
+
 async def healthz_cpu_ms(gw_pid: int, url: str, seconds: float) -> float:
     """CPU per GET ``url``/healthz of the process serving it, same concurrency (the HTTP
     floor; the gateway serves it on its internal port, with the same aiohttp)."""
     call = loadgen.Get(f"{url}/healthz", concurrency=CONCURRENCY)
     try:
-        await _load(call, 1.0)
-        before = common.cpu_seconds(gw_pid)
-        ok = await _load(call, seconds)
-        return 1000 * (common.cpu_seconds(gw_pid) - before) / ok
+        return await _cpu_ms_per_call(gw_pid, call, warm_up=1.0, seconds=seconds)
     finally:
         await call.close()
 
@@ -241,12 +248,9 @@ async def floor(
     for rep in range(repetitions):
         for name, body in bodies.items():
             call = loadgen.Rest(url, "bench", name, body, concurrency=CONCURRENCY)
+            common.log(f"hot path: the design's floor, {name}, repetition {rep + 1}")
             try:
-                await _load(call, 2.0)
-                common.log(f"hot path: the design's floor, {name}, repetition {rep + 1}")
-                before = common.cpu_seconds(pid)
-                ok = await _load(call, seconds)
-                costs[name].append(1000 * (common.cpu_seconds(pid) - before) / ok)
+                costs[name].append(await _cpu_ms_per_call(pid, call, warm_up=2.0, seconds=seconds))
             finally:
                 await call.close()
         floors.append(await healthz_cpu_ms(pid, url, seconds / 2))
